@@ -1,0 +1,170 @@
+"""The ``corpusmill`` command line.
+
+    corpusmill run [JOB.yaml] [--input GLOB ...] [--output DIR] [--set key=value ...]
+                   [--overwrite] [-- BEAM_ARGS]
+    corpusmill inspect DIR [--rows N]
+
+Everything after ``--`` goes to Beam's PipelineOptions. Exit status: 0 on
+success, 2 for a bad configuration or input (nothing ran), 1 when the run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import io
+import json
+import sys
+import textwrap
+import traceback
+from typing import Any
+
+import yaml
+
+from corpusmill.schemas.config import ConfigError, load_job
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def default_job_spec() -> dict[str, Any]:
+    """The embedded default job (jobs/default.yaml)."""
+    text = (importlib.resources.files("corpusmill.jobs") / "default.yaml").read_text("utf-8")
+    return yaml.safe_load(text)
+
+
+def _load_spec(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return default_job_spec()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            spec = yaml.safe_load(handle)
+    except OSError as error:
+        raise ConfigError("<job file>", f"cannot read {path}: {error}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError("<job file>", f"{path} is not valid YAML: {error}") from error
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise ConfigError("<job file>", f"{path} must hold a mapping of sections (input, output, ...)")
+    return spec
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corpusmill",
+        description="Turn raw text corpora into deterministic pretraining shards (Apache Beam).",
+        epilog="Arguments after `--` are Beam pipeline options, e.g. -- --runner DataflowRunner.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a job (the embedded default on the bundled sample if no JOB.yaml)")
+    run.add_argument("job", nargs="?", help="job spec (YAML); default: the embedded default job")
+    run.add_argument("--input", nargs="+", action="extend", metavar="GLOB",
+                     help="input files, folders or globs (sets input.paths)")
+    run.add_argument("--output", metavar="DIR", help="snapshot directory (sets output.path)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one config key, e.g. --set input.text_field=content")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing snapshot")
+    inspect = commands.add_parser("inspect", help="summarise a snapshot and show a few rows")
+    inspect.add_argument("snapshot", metavar="DIR")
+    inspect.add_argument("--rows", type=int, default=3, help="rows to show per output (default 3)")
+    return parser
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from corpusmill.transforms.inputs import InputError
+    from corpusmill.transforms.snapshot import OutputExistsError
+
+    overrides = list(args.overrides)
+    if args.input:
+        overrides.append("input.paths=" + json.dumps(args.input))
+    if args.output:
+        overrides.append("output.path=" + json.dumps(args.output))
+    if args.overwrite:
+        overrides.append("output.overwrite=true")
+    try:
+        config = load_job(_load_spec(args.job), overrides)
+        from corpusmill.pipelines.corpus_job import run_job
+
+        manifest = run_job(config, beam_args)
+    except (ConfigError, InputError, OutputExistsError) as error:
+        print(f"corpusmill: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if manifest is None:
+        print("dry run: the pipeline was built and translated; nothing was written.")
+        return 0
+    print(summary(manifest, config.output.path))
+    return 0
+
+
+def summary(manifest: dict[str, Any], where: str) -> str:
+    """A few lines a person reads after a run."""
+    counts = manifest["counts"]
+    lines = [
+        f"snapshot: {where}  ({manifest['status']})",
+        f"input:    {manifest['input']['files']} files, {manifest['input']['bytes']:,} bytes, "
+        f"{counts['input_records']:,} records",
+        f"kept:     {counts['kept']:,}   duplicates: {counts['duplicates']:,}   rejected: {counts['rejected']:,}"
+        f"   (balanced: {counts['balanced']})",
+    ]
+    if counts["rejected_by_reason"]:
+        lines.append("rejected: " + ", ".join(f"{k}={v}" for k, v in counts["rejected_by_reason"].items()))
+    for name, out in manifest["outputs"].items():
+        lines.append(f"{name + '/':<10}{len(out['shards'])} shards, {out['rows']:,} rows, {out['bytes']:,} bytes")
+    partitioning = manifest["execution"]["partitioning"]
+    lines.append(f"partitioning: {partitioning['mode']} ({partitioning['reason']})")
+    if "wall_seconds" in manifest.get("timings", {}):
+        lines.append(f"wall time: {manifest['timings']['wall_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    from corpusmill.schemas.manifest import MANIFEST_NAME, SUCCESS_NAME
+
+    root = args.snapshot.rstrip("/")
+    try:
+        with FileSystems.open(f"{root}/{MANIFEST_NAME}") as handle:
+            manifest = json.loads(handle.read().decode("utf-8"))
+    except Exception as error:  # any filesystem's not-found error
+        print(f"corpusmill: error: {root} has no readable {MANIFEST_NAME}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    complete = FileSystems.exists(f"{root}/{SUCCESS_NAME}")
+    print(summary(manifest, root))
+    if not complete:
+        print(f"WARNING: {SUCCESS_NAME} is missing: this snapshot is incomplete")
+    for name, out in manifest["outputs"].items():
+        shard = next((s for s in out["shards"] if s["rows"]), None)
+        if shard is None or args.rows <= 0:
+            continue
+        with FileSystems.open(f"{root}/{shard['path']}") as handle:
+            table = pq.read_table(io.BytesIO(handle.read())).slice(0, args.rows)
+        print(f"\n{name}/ — first {table.num_rows} rows of {shard['path']}:")
+        for row in table.to_pylist():
+            shown = {k: (textwrap.shorten(v, 100) if isinstance(v, str) else v) for k, v in row.items()}
+            print("  " + json.dumps(shown, ensure_ascii=False, default=str))
+    return 0 if complete else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``corpusmill`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_args: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, beam_args = argv[:split], argv[split + 1 :]
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args, beam_args)
+        return _inspect(args)
+    except Exception as error:  # noqa: BLE001 - report every failure with a non-zero status
+        traceback.print_exc()
+        print(f"corpusmill: run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Job configuration: frozen dataclasses that a YAML job spec maps onto one to one.
+
+A job spec has one top-level key per section (``input``, ``output``, ...), and
+each section's keys are the fields of its dataclass. Validation lives here, in
+one place: an unknown key or an out-of-range value raises ``ConfigError``
+naming the dotted key and what is allowed, before any pipeline is built.
+Runner knobs (workers, project, region) are not here: they are Beam
+PipelineOptions and pass through the CLI after ``--``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A job configuration that cannot run; the message names the key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"config key '{key}': {message}")
+        self.key = key
+
+
+def _choices(*values: str, default: str) -> Any:
+    return field(default=default, metadata={"choices": values})
+
+
+def _bounded(default: Any, low: float | None = None, high: float | None = None) -> Any:
+    return field(default=default, metadata={"min": low, "max": high})
+
+
+INPUT_FORMATS = ("auto", "jsonl", "parquet", "text")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Where documents come from and how input records map onto Document fields.
+
+    Attributes:
+        paths: Files, folders or globs (local or any Beam filesystem, e.g. gs://).
+            A folder is read recursively. Empty means the bundled sample corpus.
+        format: Force one reader; ``auto`` picks by file extension.
+        text_field: Field holding the document text (JSONL key / Parquet column).
+        id_field: Field holding the document id; missing ids are derived from
+            the source file and the record's position.
+        url_field: Field holding the URL, if any.
+        timestamp_field: Field holding an ISO-8601 string or epoch seconds.
+        source_field: Field naming the record's source; defaults to the input
+            file's path relative to the common input root.
+        max_text_bytes: Texts longer than this (UTF-8 bytes) are rejected.
+        batch_rows: Documents per Arrow record batch moving through the pipeline.
+        task_bytes: Input bytes per read task; small text files are grouped
+            into one task up to this size so that Beam sees few, large elements.
+    """
+
+    paths: tuple[str, ...] = ()
+    format: str = _choices(*INPUT_FORMATS, default="auto")
+    text_field: str = "text"
+    id_field: str = "id"
+    url_field: str = "url"
+    timestamp_field: str = "timestamp"
+    source_field: str = "source"
+    max_text_bytes: int = _bounded(8_000_000, 1, 2**31 - 1)
+    batch_rows: int = _bounded(2048, 1, 1_000_000)
+    task_bytes: int = _bounded(64 * 2**20, 1, None)
+
+
+COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where and how a snapshot is written.
+
+    Attributes:
+        path: The snapshot directory (local or any Beam filesystem).
+        num_shards: Shards per output; 0 picks ceil(estimated bytes / target_shard_bytes).
+        target_shard_bytes: Uncompressed text bytes per shard when num_shards is 0.
+            A shard is sorted in one worker's memory, so this also bounds memory.
+        row_group_rows: Rows per Parquet row group.
+        compression: Parquet compression codec.
+        compression_level: Codec level; null keeps the codec's default.
+        overwrite: Replace an existing snapshot at ``path``.
+    """
+
+    path: str = "out/sample"
+    num_shards: int = _bounded(0, 0, 100_000)
+    target_shard_bytes: int = _bounded(256 * 2**20, 2**20, None)
+    row_group_rows: int = _bounded(8192, 1, 10_000_000)
+    compression: str = _choices(*COMPRESSIONS, default="zstd")
+    compression_level: int | None = None
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A whole job: one section per stage."""
+
+    name: str = "corpusmill"
+    input: InputConfig = InputConfig()
+    output: OutputConfig = OutputConfig()
+
+
+# ---------------------------------------------------------------------------
+# Building and validating from plain mappings (YAML, --set overrides).
+
+
+def _describe(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Coerces a YAML value onto a field type, raising ConfigError on mismatch."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if origin is tuple:
+        (item_type, _) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list of {_describe(item_type)}, got {value!r}")
+        return tuple(_coerce(key, v, item_type) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(key, f"unsupported type {tp}")
+
+
+def _check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(key, f"{value!r} is not allowed; allowed values: {', '.join(choices)}")
+    low, high = meta.get("min"), meta.get("max")
+    if value is None or (low is None and high is None):
+        return
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"{low if low is not None else '-inf'} .. {high if high is not None else 'inf'}"
+        raise ConfigError(key, f"{value!r} is out of range; allowed: {span}")
+
+
+def build(cls: type, data: Mapping[str, Any] | None, prefix: str = "") -> Any:
+    """Builds dataclass ``cls`` from a mapping, validating every key.
+
+    Args:
+        cls: A frozen config dataclass.
+        data: Plain values, as parsed from YAML. Missing keys keep defaults.
+        prefix: Dotted path of this section, for error messages.
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ConfigError: on an unknown key, a wrong type or an out-of-range value.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix.rstrip(".") or "<root>", "expected a mapping")
+    data = dict(data)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            prefix + unknown[0], f"unknown key; allowed keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        key, tp = prefix + name, hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(data[name], Mapping):
+                raise ConfigError(key, f"expected a mapping of {', '.join(_field_names(tp))}")
+            kwargs[name] = build(tp, data[name], key + ".")
+        else:
+            value = _coerce(key, data[name], tp)
+            _check_bounds(key, value, f.metadata)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _field_names(cls: type) -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(cls))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies ``key.sub=value`` strings (values parsed as YAML) onto a spec mapping."""
+    data = _deep_copy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(item, "an override must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(key, "is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return data
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def load_job(spec: Mapping[str, Any] | None, overrides: list[str] = ()) -> JobConfig:
+    """Builds and validates a JobConfig from a parsed YAML spec plus overrides."""
+    data = apply_overrides(dict(spec or {}), list(overrides))
+    return build(JobConfig, data)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain JSON-able values (tuples become lists)."""
+    return _listify(dataclasses.asdict(config))
+
+
+def _listify(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _listify(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_listify(v) for v in value]
+    return value

@@ -1,0 +1,119 @@
+"""Publishing a snapshot: staged shards are renamed into place, the manifest follows, _SUCCESS last.
+
+A snapshot directory without ``_SUCCESS`` is incomplete. A run stages its
+shards under ``_staging-<token>/`` and touches nothing else until the whole
+pipeline has succeeded, so a failed or interrupted run never leaves files
+that look like a finished snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+
+from corpusmill.schemas import manifest as manifest_lib
+from corpusmill.transforms.shards import ParquetOptions, encode_parquet, shard_record, write_bytes
+
+RESULTS_NAME = "_results.json"
+
+
+class OutputExistsError(FileExistsError):
+    """The output directory already holds a snapshot and overwrite was not asked for."""
+
+
+def _exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def _delete_tree(prefix: str) -> None:
+    matched = FileSystems.match([prefix.rstrip("/") + "/**"])[0].metadata_list
+    if matched:
+        FileSystems.delete([m.path for m in matched])
+    if FileSystems.exists(prefix):
+        FileSystems.delete([prefix])
+
+
+def prepare_output(out: str, overwrite: bool, published: tuple[str, ...]) -> str:
+    """Checks the output directory and returns a fresh staging directory under it.
+
+    Args:
+        out: Snapshot directory.
+        overwrite: Whether an existing snapshot may be replaced.
+        published: Names a snapshot publishes (folders and files).
+
+    Raises:
+        OutputExistsError: if ``out`` holds a snapshot and overwrite is False.
+    """
+    present = [name for name in (manifest_lib.SUCCESS_NAME, manifest_lib.MANIFEST_NAME, *published)
+               if _exists(f"{out}/{name}")]
+    if present and not overwrite:
+        raise OutputExistsError(
+            f"{out} already holds a snapshot ({', '.join(present)}); choose another --output "
+            f"or pass --overwrite (output.overwrite=true)")
+    if present:
+        # Unpublish first: from here until the new _SUCCESS the directory is incomplete.
+        success = f"{out}/{manifest_lib.SUCCESS_NAME}"
+        if _exists(success):
+            FileSystems.delete([success])
+    staging = f"{out}/_staging-{uuid.uuid4().hex[:12]}"
+    FileSystems.mkdirs(staging)
+    return staging
+
+
+def read_results(staging: str) -> list[dict]:
+    """The stats records the pipeline left in the staging directory."""
+    with FileSystems.open(f"{staging}/{RESULTS_NAME}") as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+def fill_missing_shards(output: str, staging: str, num_shards: int, written: list[dict],
+                        schema, options: ParquetOptions) -> list[dict]:
+    """Writes empty shards for shard numbers no row hashed to, so every part-i-of-N exists."""
+    have = {s["shard"] for s in written}
+    empty = encode_parquet(schema.empty_table(), options)
+    added = []
+    for shard in range(num_shards):
+        if shard not in have:
+            record = shard_record(output, shard, num_shards, 0, empty)
+            write_bytes(f"{staging}/{record['path']}", empty)
+            added.append(record)
+    return written + added
+
+
+def publish(out: str, staging: str, outputs: dict[str, list[dict]], manifest: dict,
+            published: tuple[str, ...]) -> None:
+    """Moves staged shards into place, then writes the manifest and _SUCCESS.
+
+    Args:
+        out: Snapshot directory.
+        staging: Staging directory holding every shard under its final relative path.
+        outputs: Shard records per output folder.
+        manifest: The finished manifest.
+        published: Names a snapshot publishes; old ones are removed first.
+    """
+    for name in published:
+        if _exists(f"{out}/{name}"):
+            _delete_tree(f"{out}/{name}")
+    sources, destinations = [], []
+    for name, shards in outputs.items():
+        if not _exists(f"{out}/{name}"):
+            FileSystems.mkdirs(f"{out}/{name}")
+        for shard in shards:
+            sources.append(f"{staging}/{shard['path']}")
+            destinations.append(f"{out}/{shard['path']}")
+    if sources:
+        FileSystems.rename(sources, destinations)
+    text = manifest_lib.dumps(manifest)
+    write_bytes(f"{out}/{manifest_lib.MANIFEST_NAME}.tmp", text.encode("utf-8"))
+    FileSystems.rename([f"{out}/{manifest_lib.MANIFEST_NAME}.tmp"], [f"{out}/{manifest_lib.MANIFEST_NAME}"])
+    _delete_tree(staging)
+    write_bytes(f"{out}/{manifest_lib.SUCCESS_NAME}", b"")
+
+
+def discard(staging: str) -> None:
+    """Removes a failed run's staging directory."""
+    if _exists(staging):
+        _delete_tree(staging)
+
