@@ -60,6 +60,16 @@ class FileStats:
 class DamagedInput(Exception):
     """Raised by stream wrappers when compressed input ends or breaks mid-stream."""
 
+    def __init__(self, message: str, truncated: bool):
+        super().__init__(message)
+        self.truncated = truncated
+
+
+def _damage_reason(error: Exception) -> str:
+    """A stream that stops early is truncated; one that cannot be decoded is unreadable."""
+    truncated = isinstance(error, EOFError) or getattr(error, "truncated", False)
+    return RejectReason.TRUNCATED_FILE if truncated else RejectReason.UNREADABLE_FILE
+
 
 class HashingReader(io.RawIOBase):
     """Reads a binary stream while hashing every byte, so the fingerprint costs no extra pass."""
@@ -117,7 +127,7 @@ class _StrictZstdReader(io.RawIOBase):
             if not chunk:
                 self._done = True
                 if self._in_frame:
-                    raise DamagedInput("zstd stream ends in the middle of a frame")
+                    raise DamagedInput("zstd stream ends in the middle of a frame", truncated=True)
                 break
             self._feed(chunk)
         n = min(len(buffer), len(self._pending))
@@ -131,7 +141,7 @@ class _StrictZstdReader(io.RawIOBase):
             try:
                 out.append(self._obj.decompress(chunk))
             except zstandard.ZstdError as error:
-                raise DamagedInput(f"corrupt zstd data: {error}") from error
+                raise DamagedInput(f"corrupt zstd data: {error}", truncated=False) from error
             self._in_frame = not self._obj.eof
             if self._obj.eof:
                 chunk = self._obj.unused_data
@@ -368,7 +378,7 @@ def read_jsonl(file: InputFile, raw: HashingReader, builder: BatchBuilder,
             index += 1
             yield from builder.take()
     except _DAMAGE_ERRORS as error:
-        reason = RejectReason.TRUNCATED_FILE if stats.records or stats.blank_lines else RejectReason.UNREADABLE_FILE
+        reason = _damage_reason(error)
         builder.reject(reason, file.relpath, f"after line {index}", None,
                        f"{type(error).__name__}: {error} (compressed byte {raw.bytes_read} of {file.size}); "
                        f"the {stats.records} records before it were read", b"")
@@ -384,16 +394,19 @@ def read_text(file: InputFile, raw: HashingReader, builder: BatchBuilder,
     try:
         data = _decompressed(raw, file.compression).read()
     except _DAMAGE_ERRORS as error:
-        reason = RejectReason.TRUNCATED_FILE if raw.bytes_read else RejectReason.UNREADABLE_FILE
+        reason = _damage_reason(error)
         builder.reject(reason, file.relpath, "file", 0, f"{type(error).__name__}: {error}", b"", doc_id)
+        yield from builder.take()
         return
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         builder.reject(RejectReason.INVALID_UTF8, file.relpath, "file", 0,
                        f"invalid UTF-8 at byte {error.start}", data, doc_id)
+        yield from builder.take()
         return
     builder.add_record({builder.fields.text: text}, file.relpath, 0, "file", data[:2048], default_id=doc_id)
+    yield from builder.take()
 
 
 def read_parquet(file: InputFile, raw: BinaryIO, builder: BatchBuilder,
