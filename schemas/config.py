@@ -27,12 +27,17 @@ class ConfigError(ValueError):
         self.key = key
 
 
-def _choices(*values: str, default: str) -> Any:
+def choices(*values: str, default: str) -> Any:
+    """A config field restricted to ``values``; the generic validator enforces it."""
     return field(default=default, metadata={"choices": values})
 
 
-def _bounded(default: Any, low: float | None = None, high: float | None = None) -> Any:
+def bounded(default: Any, low: float | None = None, high: float | None = None) -> Any:
+    """A numeric config field within [low, high]; the generic validator enforces it."""
     return field(default=default, metadata={"min": low, "max": high})
+
+
+_choices, _bounded = choices, bounded
 
 
 INPUT_FORMATS = ("auto", "jsonl", "parquet", "text")
@@ -96,6 +101,74 @@ class OutputConfig:
     compression: str = _choices(*COMPRESSIONS, default="zstd")
     compression_level: int | None = None
     overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    """Text normalisation applied before hashing and shingling (never to the stored text).
+
+    The default (NFKC, lowercase, collapse whitespace, keep punctuation) makes
+    case and spacing variants exact duplicates without merging texts that differ
+    only in code punctuation, which matters for technical corpora.
+    """
+
+    nfkc: bool = True
+    lowercase: bool = True
+    collapse_whitespace: bool = True
+    strip_punctuation: bool = False
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Exact and near-duplicate (MinHash-LSH) deduplication.
+
+    Attributes:
+        enabled: Run the dedup stage.
+        exact: Remove exact duplicates (128-bit hash of the normalised text).
+        near: Remove near duplicates (MinHash-LSH).
+        normalize: Normalisation before hashing and shingling.
+        ngram: Words per shingle.
+        num_perm: MinHash permutations.
+        seed: Seed of the permutations (datasketch's meaning).
+        scheme: datasketch permutation scheme the signatures reproduce.
+        threshold: Jaccard similarity at or above which two documents are near duplicates.
+        bands: LSH bands; 0 takes datasketch's optimal (bands, rows) for the threshold.
+        rows: LSH rows per band; 0 with bands = 0.
+        verify: How LSH candidates are confirmed: not at all, by signature
+            agreement, or by exact Jaccard of the shingle sets.
+        components: Connected components on one worker, distributed rounds, or
+            ``auto`` (one worker when the edge list is small).
+        single_worker_max_edges: Largest candidate-edge count ``auto`` sends to one worker.
+        keep: Which member of a cluster survives.
+        source_priority: For keep = source_priority, sources (fnmatch patterns) best first.
+        report_top_clusters: Largest clusters listed in the manifest and report.
+    """
+
+    enabled: bool = True
+    exact: bool = True
+    near: bool = True
+    normalize: NormalizeConfig = NormalizeConfig()
+    ngram: int = bounded(5, 1, 64)
+    num_perm: int = bounded(128, 8, 1024)
+    seed: int = bounded(1, 0, 2**32 - 1)
+    scheme: str = choices("legacy", "affine32", default="legacy")
+    threshold: float = bounded(0.8, 0.01, 1.0)
+    bands: int = bounded(0, 0, 1024)
+    rows: int = bounded(0, 0, 1024)
+    verify: str = choices("exact", "signature", "none", default="exact")
+    components: str = choices("auto", "single", "distributed", default="auto")
+    single_worker_max_edges: int = bounded(5_000_000, 0, None)
+    keep: str = choices("longest", "newest", "source_priority", "smallest_id", default="longest")
+    source_priority: tuple[str, ...] = ()
+    report_top_clusters: int = bounded(20, 0, 1000)
+
+    def __post_init__(self):
+        if (self.bands == 0) != (self.rows == 0):
+            raise ConfigError("dedup.bands", "set bands and rows together, or both to 0 for datasketch's optimum")
+        if self.bands and self.bands * self.rows > self.num_perm:
+            raise ConfigError("dedup.bands", f"bands * rows = {self.bands * self.rows} exceeds num_perm {self.num_perm}")
+        if self.keep == "source_priority" and not self.source_priority:
+            raise ConfigError("dedup.source_priority", "keep = source_priority needs a non-empty list of sources")
 
 
 @dataclass(frozen=True)
