@@ -19,7 +19,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/corpusmill run
+	$(BIN)/corpusmill run --overwrite
 	$(BIN)/corpusmill inspect out/sample --rows 2
 
 test: $(VENV)/.installed-test
