@@ -14,6 +14,7 @@ import argparse
 import importlib.resources
 import io
 import json
+import logging
 import sys
 import textwrap
 import traceback
@@ -25,6 +26,14 @@ from corpusmill.schemas.config import ConfigError, load_job
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+
+class _DropBeamImportNoise(logging.Filter):
+    """Beam warns at import that the optional GCP client libraries are missing; a local
+    run does not need them, and the line reads like an error to a user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("apitools not found")
 
 
 def default_job_spec() -> dict[str, Any]:
@@ -151,6 +160,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``corpusmill`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    logging.getLogger().addFilter(_DropBeamImportNoise())
     beam_args: list[str] = []
     if "--" in argv:
         split = argv.index("--")
