@@ -3,6 +3,7 @@
     corpusmill run [JOB.yaml] [--input GLOB ...] [--output DIR] [--set key=value ...]
                    [--overwrite] [-- BEAM_ARGS]
     corpusmill inspect DIR [--rows N]
+    corpusmill report DIR
 
 Everything after ``--`` goes to Beam's PipelineOptions. Exit status: 0 on
 success, 2 for a bad configuration or input (nothing ran), 1 when the run failed.
@@ -77,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="summarise a snapshot and show a few rows")
     inspect.add_argument("snapshot", metavar="DIR")
     inspect.add_argument("--rows", type=int, default=3, help="rows to show per output (default 3)")
+    report = commands.add_parser("report", help="(re)write a snapshot's report.html from its manifest")
+    report.add_argument("snapshot", metavar="DIR")
     return parser
 
 
@@ -127,18 +130,41 @@ def summary(manifest: dict[str, Any], where: str) -> str:
     return "\n".join(lines)
 
 
+def _load_manifest(root: str) -> dict[str, Any] | None:
+    from apache_beam.io.filesystems import FileSystems
+
+    from corpusmill.schemas.manifest import MANIFEST_NAME
+
+    try:
+        with FileSystems.open(f"{root}/{MANIFEST_NAME}") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except Exception as error:  # any filesystem's not-found error
+        print(f"corpusmill: error: {root} has no readable {MANIFEST_NAME}: {error}", file=sys.stderr)
+        return None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from corpusmill.jobs.report import REPORT_NAME, render_report
+    from corpusmill.transforms.shards import write_bytes
+
+    root = args.snapshot.rstrip("/")
+    manifest = _load_manifest(root)
+    if manifest is None:
+        return EXIT_USAGE
+    write_bytes(f"{root}/{REPORT_NAME}", render_report(manifest).encode("utf-8"))
+    print(f"wrote {root}/{REPORT_NAME}")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
-    from corpusmill.schemas.manifest import MANIFEST_NAME, SUCCESS_NAME
+    from corpusmill.schemas.manifest import SUCCESS_NAME
 
     root = args.snapshot.rstrip("/")
-    try:
-        with FileSystems.open(f"{root}/{MANIFEST_NAME}") as handle:
-            manifest = json.loads(handle.read().decode("utf-8"))
-    except Exception as error:  # any filesystem's not-found error
-        print(f"corpusmill: error: {root} has no readable {MANIFEST_NAME}: {error}", file=sys.stderr)
+    manifest = _load_manifest(root)
+    if manifest is None:
         return EXIT_USAGE
     complete = FileSystems.exists(f"{root}/{SUCCESS_NAME}")
     print(summary(manifest, root))
@@ -169,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, beam_args)
+        if args.command == "report":
+            return _report(args)
         return _inspect(args)
     except Exception as error:  # noqa: BLE001 - report every failure with a non-zero status
         traceback.print_exc()

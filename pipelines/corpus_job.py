@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
+from corpusmill.jobs.report import render_report
 from corpusmill.schemas import manifest as manifest_lib
 from corpusmill.schemas.config import JobConfig, to_dict
 from corpusmill.schemas.documents import DOCUMENT_SCHEMA, REJECTED_SCHEMA
@@ -237,7 +238,7 @@ def run_job(config: JobConfig, beam_args: list[str] = ()) -> dict[str, Any] | No
         )
         published_at = time.perf_counter()
         manifest["timings"]["wall_seconds"] = round(published_at - started, 3)
-        snapshot.publish(out, staging, outputs, manifest, PUBLISHED)
+        snapshot.publish(out, staging, outputs, manifest, PUBLISHED, render_report(manifest))
         return manifest
     finally:
         snapshot.discard(staging)

@@ -83,8 +83,8 @@ def fill_missing_shards(output: str, staging: str, num_shards: int, written: lis
 
 
 def publish(out: str, staging: str, outputs: dict[str, list[dict]], manifest: dict,
-            published: tuple[str, ...]) -> None:
-    """Moves staged shards into place, then writes the manifest and _SUCCESS.
+            published: tuple[str, ...], report_html: str | None = None) -> None:
+    """Moves staged shards into place, then writes the manifest, the report and _SUCCESS.
 
     Args:
         out: Snapshot directory.
@@ -92,6 +92,7 @@ def publish(out: str, staging: str, outputs: dict[str, list[dict]], manifest: di
         outputs: Shard records per output folder.
         manifest: The finished manifest.
         published: Names a snapshot publishes; old ones are removed first.
+        report_html: The rendered report.html, if any.
     """
     for name in published:
         if _exists(f"{out}/{name}"):
@@ -108,6 +109,8 @@ def publish(out: str, staging: str, outputs: dict[str, list[dict]], manifest: di
     text = manifest_lib.dumps(manifest)
     write_bytes(f"{out}/{manifest_lib.MANIFEST_NAME}.tmp", text.encode("utf-8"))
     FileSystems.rename([f"{out}/{manifest_lib.MANIFEST_NAME}.tmp"], [f"{out}/{manifest_lib.MANIFEST_NAME}"])
+    if report_html is not None:
+        write_bytes(f"{out}/report.html", report_html.encode("utf-8"))
     _delete_tree(staging)
     write_bytes(f"{out}/{manifest_lib.SUCCESS_NAME}", b"")
 
