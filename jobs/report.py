@@ -90,7 +90,7 @@ def _dedup(section: Mapping[str, Any]) -> str:
     parts = ["<h2>Deduplication</h2>"]
     settings = {k: v for k, v in section.items() if not isinstance(v, (dict, list))}
     parts.append(_table(sorted(settings.items()), ["", "value"]))
-    histogram = section.get("cluster_size_histogram")
+    histogram = section.get("clusters", {}).get("size_histogram")
     if histogram:
         parts.append(_histogram_chart(histogram, "Duplicate clusters by size", "cluster size (documents)"))
     top = section.get("top_clusters") or []

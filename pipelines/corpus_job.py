@@ -25,8 +25,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from corpusmill.jobs.report import render_report
 from corpusmill.schemas import manifest as manifest_lib
 from corpusmill.schemas.config import JobConfig, to_dict
-from corpusmill.schemas.documents import DOCUMENT_SCHEMA, REJECTED_SCHEMA
+from corpusmill.schemas.documents import DOCUMENT_SCHEMA, DUPLICATE_SCHEMA, REJECTED_SCHEMA
 from corpusmill.transforms import snapshot
+from corpusmill.transforms.dedup import Deduplicate
 from corpusmill.transforms.inputs import InputFile, expand_inputs, plan_read_tasks
 from corpusmill.transforms.read import METRICS_NAMESPACE, ReadDocuments
 from corpusmill.transforms.shards import (
@@ -39,7 +40,7 @@ from corpusmill.transforms.shards import (
     write_bytes,
 )
 
-PUBLISHED = ("docs", "rejected", "report.html")
+PUBLISHED = ("docs", "duplicates", "rejected", "report.html")
 DEFAULT_RUNNER = "FnApiRunner"
 
 
@@ -107,8 +108,12 @@ def _write_results(records: list[dict], staging: str) -> None:
                 json.dumps(records, sort_keys=True).encode("utf-8"))
 
 
+def _tag(kind: str):
+    return lambda stats: {"kind": kind, "stats": stats}
+
+
 def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None:
-    """Wires read -> validate -> unique ids -> sharded Parquet onto ``pipeline``."""
+    """Wires read -> validate -> unique ids -> dedup -> sharded Parquet onto ``pipeline``."""
     n = plan.num_shards
     read = pipeline | "ReadDocuments" >> ReadDocuments(plan.tasks, plan.config.input)
     unique = (
@@ -116,7 +121,15 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None
         | "ShardDocuments" >> ShardBatches("id", n)
         | "ResolveDuplicateIds" >> beam.ParDo(_ResolveIdsDoFn()).with_outputs("rejected", main="docs")
     )
-    doc_shards = unique.docs | "WriteDocuments" >> WriteShards(
+    deduped = unique.docs | "Deduplicate" >> Deduplicate(plan.config.dedup, n)
+    duplicate_shards = (
+        deduped["duplicates"]
+        | "ShardDuplicates" >> ShardBatches("id", n)
+        | "WriteDuplicates" >> WriteShards(
+            "duplicates", staging, n, DUPLICATE_SCHEMA, ["id"], plan.parquet, count_by="kind")
+    )
+    dedup_stats = deduped["stats"] | "TagDedupStats" >> beam.Map(_tag("dedup"))
+    doc_shards = deduped["docs"] | "WriteDocuments" >> WriteShards(
         "docs", staging, n, DOCUMENT_SCHEMA, DOCUMENT_SORT_KEYS, plan.parquet)
     rejected_shards = (
         (read.rejected, unique.rejected)
@@ -126,7 +139,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None
             "rejected", staging, n, REJECTED_SCHEMA, REJECTED_SORT_KEYS, plan.parquet, count_by="reason")
     )
     _ = (
-        (read.stats, doc_shards, rejected_shards)
+        (read.stats, doc_shards, duplicate_shards, rejected_shards, dedup_stats)
         | "AllResults" >> beam.Flatten()
         | "CollectResults" >> beam.CombineGlobally(beam.combiners.ToListCombineFn())
         | "WriteResults" >> beam.Map(_write_results, staging)
@@ -209,11 +222,13 @@ def run_job(config: JobConfig, beam_args: list[str] = ()) -> dict[str, Any] | No
         records = snapshot.read_results(staging)
         read_stats = [r for r in records if r.get("kind") == "read"]
         shards = [r for r in records if r.get("kind") == "shard"]
-        outputs = {name: [s for s in shards if s["output"] == name] for name in ("docs", "rejected")}
-        outputs["docs"] = snapshot.fill_missing_shards("docs", staging, plan.num_shards, outputs["docs"],
-                                                       DOCUMENT_SCHEMA, plan.parquet)
-        outputs["rejected"] = snapshot.fill_missing_shards("rejected", staging, plan.num_shards,
-                                                           outputs["rejected"], REJECTED_SCHEMA, plan.parquet)
+        stage_stats = {r["kind"]: r["stats"] for r in records if "stats" in r}
+        outputs = {}
+        for name, schema in (("docs", DOCUMENT_SCHEMA), ("duplicates", DUPLICATE_SCHEMA),
+                             ("rejected", REJECTED_SCHEMA)):
+            written = [s for s in shards if s["output"] == name]
+            outputs[name] = snapshot.fill_missing_shards(name, staging, plan.num_shards, written, schema,
+                                                         plan.parquet)
         counters, stage_ms = _counters(result)
         manifest = manifest_lib.build_manifest(
             job_name=plan.config.name,
@@ -221,8 +236,10 @@ def run_job(config: JobConfig, beam_args: list[str] = ()) -> dict[str, Any] | No
             code_version=code_version(),
             read_stats=read_stats,
             outputs=outputs,
-            rejected_by_reason=manifest_lib.rejected_reasons([s.get("count_by", {}) for s in outputs["rejected"]]),
-            duplicates_by_kind={},
+            rejected_by_reason=manifest_lib.sum_value_counts([s.get("count_by", {}) for s in outputs["rejected"]]),
+            duplicates_by_kind=manifest_lib.sum_value_counts(
+                [s.get("count_by", {}) for s in outputs["duplicates"]]),
+            stages={name: stage_stats[name] for name in ("dedup",) if name in stage_stats},
             execution={
                 "runner": str(options.view_as(StandardOptions).runner),
                 "read_tasks": len(plan.tasks),

@@ -103,3 +103,28 @@ def public_documents(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     """Drops the internal origin columns, leaving ``DOCUMENT_SCHEMA``."""
     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
     return table.select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)
+
+
+# One row per document removed by deduplication. ``cluster_id`` is the smallest
+# id in the cluster (stable whatever the keep policy), ``representative_id`` the
+# document kept in its place. ``kind`` is "exact" when the normalised texts of
+# the document and its representative are identical (similarity 1.0), else
+# "near"; ``similarity`` is then the MinHash estimate of the Jaccard similarity
+# of their shingle sets.
+DUPLICATE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.string(), nullable=False),
+        pa.field("representative_id", pa.string(), nullable=False),
+        pa.field("similarity", pa.float64(), nullable=False),
+    ]
+)
+
+
+class DuplicateKind:
+    """The kinds of duplicate; each is also part of a Beam counter name."""
+
+    EXACT = "exact"
+    NEAR = "near"
+    ALL = (EXACT, NEAR)

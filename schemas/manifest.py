@@ -53,11 +53,15 @@ def build_manifest(
     rejected_by_reason: dict[str, int],
     duplicates_by_kind: dict[str, int],
     execution: dict[str, Any],
+    stages: dict[str, Any],
     counters: dict[str, int],
     timings: dict[str, Any],
     created_at: str,
 ) -> dict[str, Any]:
     """Assembles the manifest and checks the accounting.
+
+    ``stages`` adds one section per stage that ran (``dedup``, ``decompose``)
+    with the numbers that stage reported.
 
     Raises:
         AccountingError: if input records != kept + duplicates + rejected.
@@ -95,6 +99,7 @@ def build_manifest(
         "counts": counts,
         "execution": execution,
         "outputs": summaries,
+        **stages,
         "counters": dict(sorted(counters.items())),
         "timings": timings,
     }
@@ -106,10 +111,10 @@ def build_manifest(
     return manifest
 
 
-def rejected_reasons(rejected_shards_reasons: list[dict[str, int]]) -> dict[str, int]:
-    """Sums per-shard reason counts."""
+def sum_value_counts(per_shard: list[dict[str, int]]) -> dict[str, int]:
+    """Sums per-shard value counts (rejection reasons, duplicate kinds)."""
     total: Counter[str] = Counter()
-    for counts in rejected_shards_reasons:
+    for counts in per_shard:
         total.update(counts)
     return dict(total)
 

@@ -12,29 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-SAMPLE = Path(__file__).resolve().parents[1] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
-
-
-def sample_records(limit: int | None = None) -> list[dict]:
-    """Records of the bundled sample corpus (real Linux kernel documentation)."""
-    with zstandard.ZstdDecompressor().stream_reader(SAMPLE.open("rb")) as reader:
-        lines = io.TextIOWrapper(reader, encoding="utf-8")
-        records = []
-        for line in lines:
-            records.append(json.loads(line))
-            if limit is not None and len(records) >= limit:
-                break
-    return records
-
+from corpus_files import jsonl_bytes, sample_records
 
 @pytest.fixture(scope="session")
 def real_records() -> list[dict]:
     """Sixty real documents from the bundled sample."""
     return sample_records(60)
-
-
-def jsonl_bytes(records: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
 
 
 @pytest.fixture()

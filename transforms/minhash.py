@@ -52,6 +52,7 @@ __all__ = [
     "lsh_params",
     "permutations",
     "shingle_hash",
+    "shingle_sets",
     "shingles",
     "signatures",
 ]
@@ -466,6 +467,86 @@ def signatures(texts: Texts, params: MinHashParams = MinHashParams(), num_thread
     finally:
         numba.set_num_threads(previous_threads)
     return out
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _nb_shingle_sets(data, offsets, block_bounds, ngram, starts, out, counts):
+    num_blocks = block_bounds.shape[0] - 1
+    for block in numba.prange(num_blocks):
+        first_doc = block_bounds[block]
+        last_doc = block_bounds[block + 1]
+        longest = 0
+        for doc in range(first_doc, last_doc):
+            longest = max(longest, offsets[doc + 1] - offsets[doc])
+        hashes = np.empty((longest + 1) // 2 + 2, dtype=np.uint64)
+        for doc in range(first_doc, last_doc):
+            num_words = _nb_raw_word_hashes(data, offsets[doc], offsets[doc + 1], hashes)
+            if num_words == 0:
+                counts[doc] = 0
+                continue
+            for j in range(num_words):
+                hashes[j] = _nb_fmix64(hashes[j])
+            width = min(ngram, num_words)
+            num_shingles = max(1, num_words - ngram + 1)
+            # Same in-place n-gram fold as _nb_signatures, so the values are
+            # exactly the ones the signatures were computed from.
+            for j in range(num_shingles):
+                h = _U64_SHINGLE_SEED
+                for t in range(width):
+                    h = (h ^ hashes[j + t]) * _U64_SHINGLE_MULTIPLIER
+                hashes[j] = _nb_fmix64(h) >> _U64_SHIFT_32
+            ordered = np.sort(hashes[:num_shingles])
+            start = starts[doc]
+            unique = 0
+            for j in range(num_shingles):
+                if j == 0 or ordered[j] != ordered[j - 1]:
+                    out[start + unique] = np.uint32(ordered[j])
+                    unique += 1
+            counts[doc] = unique
+
+
+def shingle_sets(texts: Texts, ngram: int = 5, num_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The set of shingle hashes of each text of a batch, in CSR layout.
+
+    Doc ``i``'s set is ``values[offsets[i]:offsets[i + 1]]``: the sorted, unique
+    ``shingle_hash`` values of ``shingles(texts[i], ngram)``, i.e. exactly the
+    inputs its MinHash signature was computed from. Exact Jaccard similarity of
+    two documents is the Jaccard of these sets.
+
+    Args:
+        texts: Normalised texts (as for ``signatures``).
+        ngram: Words per shingle.
+        num_threads: Threads for this call (default: numba's).
+
+    Returns:
+        ``(values, offsets)``: uint32 values and int64 offsets of length
+        ``len(texts) + 1``.
+    """
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    if not isinstance(texts, pa.Array):
+        texts = pa.array(texts, type=pa.large_string())
+    num_docs = len(texts)
+    if num_docs == 0:
+        return np.empty(0, dtype=np.uint32), np.zeros(1, dtype=np.int64)
+    data, offsets = _utf8_buffers(texts)
+    # A doc of L bytes has at most ceil(L / 2) words, hence shingles; doc i's
+    # scratch region starts at offsets[i] // 2 + i, which leaves that much room.
+    starts = offsets[:-1] // 2 + np.arange(num_docs, dtype=np.int64)
+    out = np.empty(int(offsets[-1] // 2 + num_docs), dtype=np.uint32)
+    counts = np.zeros(num_docs, dtype=np.int64)
+    previous_threads = numba.get_num_threads()
+    threads = previous_threads if num_threads is None else max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    try:
+        _nb_shingle_sets(data, offsets, _block_bounds(offsets, threads), np.int64(ngram), starts, out, counts)
+    finally:
+        numba.set_num_threads(previous_threads)
+    csr_offsets = np.zeros(num_docs + 1, dtype=np.int64)
+    np.cumsum(counts, out=csr_offsets[1:])
+    # Gather each doc's prefix of its scratch region into the compact layout.
+    positions = np.repeat(starts - csr_offsets[:-1], counts) + np.arange(csr_offsets[-1], dtype=np.int64)
+    return out[positions], csr_offsets
 
 
 # --------------------------------------------------------------------------

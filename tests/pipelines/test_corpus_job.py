@@ -17,7 +17,7 @@ from corpusmill.schemas.config import load_job
 from corpusmill.schemas.manifest import stable_view
 from corpusmill.transforms.read import ReadDocuments
 from corpusmill.transforms.shards import ShardBatches, shard_of
-from conftest import SAMPLE, jsonl_bytes
+from corpus_files import SAMPLE, jsonl_bytes
 
 
 def _config(inputs, out, **sections):
@@ -35,7 +35,9 @@ def _read_output(out: Path, name: str):
 
 def test_every_bad_input_becomes_a_counted_dead_letter(bad_corpus, tmp_path):
     out = tmp_path / "out"
-    manifest = run_job(_config([bad_corpus["root"]], out, input__max_text_bytes=bad_corpus["max_text_bytes"]))
+    # Dedup off: the fixture reuses real texts, and this test is about the readers.
+    manifest = run_job(_config([bad_corpus["root"]], out, input__max_text_bytes=bad_corpus["max_text_bytes"],
+                               dedup__enabled=False))
 
     counts = manifest["counts"]
     assert counts["rejected_by_reason"] == {
@@ -71,7 +73,8 @@ def test_every_bad_input_becomes_a_counted_dead_letter(bad_corpus, tmp_path):
 
 def test_truncated_files_keep_the_records_before_the_damage(bad_corpus, tmp_path, real_records):
     out = tmp_path / "out"
-    run_job(_config([bad_corpus["root"] / "truncated.jsonl.gz", bad_corpus["root"] / "truncated.jsonl.zst"], out))
+    run_job(_config([bad_corpus["root"] / "truncated.jsonl.gz", bad_corpus["root"] / "truncated.jsonl.zst"], out,
+                    dedup__enabled=False))
     kept = {d["id"] for d in _read_output(out, "docs")}
     gz_ids = [r["id"] for r in real_records[20:40]]
     zst_ids = [r["id"] for r in real_records[40:50]]
@@ -96,7 +99,7 @@ def test_same_input_and_config_give_byte_identical_snapshots(tmp_path):
     assert _file_digests(out) == first_files
     assert stable_view(second) == stable_view(first)
     assert json.loads((out / "manifest.json").read_text()) == second
-    assert len(first_files) == 6 and not list(out.glob("_staging-*"))
+    assert len(first_files) == 9 and not list(out.glob("_staging-*"))
 
     # Every row sits in the shard its id hashes to, sorted, and the manifest lists true hashes.
     for shard in first["outputs"]["docs"]["shards"]:
@@ -117,6 +120,9 @@ def test_single_partition_shortcut_and_sharded_run_keep_the_same_documents(tmp_p
     one = sorted((d["id"], d["text"]) for d in _read_output(tmp_path / "one", "docs"))
     many = sorted((d["id"], d["text"]) for d in _read_output(tmp_path / "many", "docs"))
     assert one == many and len(one) == single["counts"]["kept"] > 1000
+    # Dedup decisions do not depend on how the corpus was sharded.
+    assert single["counts"]["duplicates_by_kind"] == sharded["counts"]["duplicates_by_kind"]
+    assert single["counts"]["duplicates"] > 0
 
 
 def test_existing_snapshot_is_not_overwritten_without_asking(tmp_path, real_records):

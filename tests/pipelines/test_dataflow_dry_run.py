@@ -12,7 +12,7 @@ import pytest
 
 from corpusmill.pipelines.corpus_job import build_pipeline, pipeline_options, plan_job, run_job
 from corpusmill.schemas.config import load_job
-from conftest import SAMPLE
+from corpus_files import SAMPLE
 
 REPO = Path(__file__).resolve().parents[2]
 DATAFLOW_ARGS = [

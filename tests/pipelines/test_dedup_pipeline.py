@@ -1,0 +1,212 @@
+"""Deduplicate on the FnApiRunner over the bundled sample (Linux docs of kernels 6.1 and 6.12).
+
+The sample has 1,337 paths in both versions: 836 with identical texts (exact
+duplicates) and 501 that differ (mostly near duplicates).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import pickle
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that
+
+from corpusmill.schemas.config import DedupConfig
+from corpusmill.schemas.documents import DOCUMENT_BATCH_SCHEMA, DUPLICATE_SCHEMA
+from corpusmill.transforms.dedup import Deduplicate
+from corpusmill.transforms.normalize import normalize_text
+from corpusmill.transforms.shards import shard_of
+
+NUM_SHARDS = 4
+SAMPLE = Path(__file__).resolve().parents[2] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
+
+
+def sample_records() -> list[dict]:
+    # Read here rather than imported from tests/conftest.py: pytest caches one
+    # module named "conftest", and tests/transforms has its own.
+    with zstandard.ZstdDecompressor().stream_reader(SAMPLE.open("rb")) as reader:
+        return [json.loads(line) for line in io.TextIOWrapper(reader, encoding="utf-8")]
+
+
+@pytest.fixture(scope="module")
+def sample_shards(tmp_path_factory) -> dict:
+    """The sample as DOCUMENT_BATCH_SCHEMA tables, one Parquet file per shard."""
+    records = sample_records()
+    table = pa.Table.from_pydict({
+        "id": [r["id"] for r in records],
+        "text": [r["text"] for r in records],
+        "source": [r["source"] for r in records],
+        "url": [None] * len(records),
+        "timestamp": [dt.datetime.fromisoformat(r["timestamp"]) for r in records],
+        "meta": [None] * len(records),
+        "_origin_file": ["linux-doc-sample.jsonl.zst"] * len(records),
+        "_origin_index": list(range(len(records))),
+    }, schema=DOCUMENT_BATCH_SCHEMA)
+    root = tmp_path_factory.mktemp("shards")
+    shards = shard_of(table.column("id"), NUM_SHARDS)
+    for shard in range(NUM_SHARDS):
+        pq.write_table(table.filter(pa.array(shards == shard)), root / f"{shard}.parquet")
+    docs = {r["id"]: r for r in table.select(["id", "text", "source", "timestamp"]).to_pylist()}
+    return {"root": root, "docs": docs}
+
+
+def _load_shard(shard: int, root: str):
+    # Tables are read inside the pipeline: a 24 MB beam.Create would be pickled
+    # and compressed into the pipeline proto several times.
+    return shard, pq.read_table(f"{root}/{shard}.parquet").cast(DOCUMENT_BATCH_SCHEMA)
+
+
+def _dump(value, folder: str, name: str):
+    with open(f"{folder}/{name}-{uuid.uuid4().hex}.pkl", "wb") as handle:
+        pickle.dump(value, handle)
+
+
+def _balanced(stats_list):
+    (stats,) = stats_list
+    documents = stats["documents"]
+    assert documents["input"] == documents["kept"] + documents["duplicates"], documents
+
+
+def run_dedup(sample_shards, tmp_path: Path, **config) -> dict:
+    """Runs Deduplicate and returns its collected outputs."""
+    out = tmp_path / uuid.uuid4().hex
+    out.mkdir()
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as pipeline:
+        shards = (
+            pipeline
+            | "Shards" >> beam.Create(list(range(NUM_SHARDS)), reshuffle=False)
+            | "LoadShards" >> beam.Map(_load_shard, str(sample_shards["root"]))
+        )
+        result = shards | "Dedup" >> Deduplicate(DedupConfig(**config), NUM_SHARDS, max_rounds=6)
+        assert_that(result["stats"], _balanced, label="StatsBalance")
+        for name in ("docs", "duplicates", "stats"):
+            _ = result[name] | f"Collect{name.title()}" >> beam.Map(_dump, str(out), name)
+    collected = defaultdict(list)
+    for path in out.glob("*.pkl"):
+        collected[path.name.split("-")[0]].append(pickle.loads(path.read_bytes()))
+    (stats,) = collected["stats"]
+    duplicates = pa.Table.from_batches(collected["duplicates"], schema=DUPLICATE_SCHEMA).to_pylist()
+    kept = [doc_id for _, table in collected["docs"] for doc_id in table.column("id").to_pylist()]
+    assert sorted(shard for shard, _ in collected["docs"]) == list(range(NUM_SHARDS))
+    return {"stats": stats, "duplicates": duplicates, "kept": kept}
+
+
+def _path(doc_id: str) -> str:
+    return doc_id.split("/Documentation/", 1)[1]
+
+
+def clusters_of(result) -> dict[str, frozenset]:
+    clusters = defaultdict(set)
+    for row in result["duplicates"]:
+        clusters[row["cluster_id"]].update((row["id"], row["representative_id"]))
+    return {cluster_id: frozenset(members) for cluster_id, members in clusters.items()}
+
+
+def check_accounting(result, docs):
+    kept, dup_ids = result["kept"], [row["id"] for row in result["duplicates"]]
+    assert len(kept) == len(set(kept)) and len(dup_ids) == len(set(dup_ids))
+    assert set(kept).isdisjoint(dup_ids)
+    assert set(kept) | set(dup_ids) == set(docs)
+    assert {row["representative_id"] for row in result["duplicates"]} <= set(kept)
+    stats = result["stats"]
+    assert stats["documents"] == {"input": len(docs), "kept": len(kept), "duplicates": len(dup_ids)}
+
+
+def expected_representative(members, docs, policy):
+    def preference(doc_id):
+        doc = docs[doc_id]
+        key = {
+            "longest": (-len(doc["text"]),),
+            "newest": (-doc["timestamp"].timestamp(),),
+            "source_priority": (0 if doc["source"] == "linux-doc-6.12" else 1,),
+            "smallest_id": (),
+        }[policy]
+        return key + (doc_id,)
+
+    return min(members, key=preference)
+
+
+def check_keep_policy(result, docs, policy):
+    for cluster_id, members in clusters_of(result).items():
+        assert cluster_id == min(members)
+        representatives = {row["representative_id"] for row in result["duplicates"] if row["id"] in members}
+        assert representatives == {expected_representative(members, docs, policy)}, (policy, members)
+
+
+@pytest.fixture(scope="module")
+def default_run(sample_shards, tmp_path_factory):
+    """Default config: exact + near, exact verification, keep longest, components auto."""
+    return run_dedup(sample_shards, tmp_path_factory.mktemp("default"))
+
+
+def test_finds_exact_and_near_duplicates_and_accounts_for_every_document(default_run, sample_shards):
+    docs = sample_shards["docs"]
+    stats, duplicates = default_run["stats"], default_run["duplicates"]
+    check_accounting(default_run, docs)
+    by_kind = stats["duplicates_by_kind"]
+    # 836 same-path identical texts plus 44 identical arm/ -> arch/arm/ moves.
+    assert by_kind["exact"] >= 880
+    assert 200 <= by_kind["near"] <= 516
+    for row in duplicates:
+        if row["kind"] == "exact":
+            assert row["similarity"] == 1.0
+        else:
+            assert 0.5 <= row["similarity"] <= 1.0  # the estimate may reach 1.0 for a tiny edit
+    exact_pairs = [r for r in duplicates if r["kind"] == "exact"]
+    assert all(normalize_text(docs[r["id"]]["text"]) == normalize_text(docs[r["representative_id"]]["text"])
+               for r in exact_pairs)
+    # Files moved from arm/ to arch/arm/ are found by content alone: their ids share nothing.
+    moved = [r for r in duplicates if _path(r["id"]) != _path(r["representative_id"])]
+    assert any("arm/" in _path(r["id"]) for r in moved)
+    assert stats["verification"] == "exact" and stats["candidates"]["rejected"] >= 0
+    assert stats["components"]["mode"] == "single" and stats["components"]["requested"] == "auto"
+    assert stats["clusters"]["count"] == len(clusters_of(default_run))
+    assert sum(int(size) * count for size, count in stats["clusters"]["size_histogram"].items()) \
+        == stats["documents"]["duplicates"] + stats["clusters"]["count"]
+    top = stats["top_clusters"]
+    assert len(top) == 20 and top[0]["size"] >= top[-1]["size"]
+    assert all(0 < len(c["excerpt"]) <= 200 for c in top)
+    check_keep_policy(default_run, docs, "longest")
+
+
+def test_distributed_components_give_the_same_clusters(default_run, sample_shards, tmp_path):
+    # Cluster membership does not depend on the keep policy, so this run also
+    # checks smallest_id.
+    result = run_dedup(sample_shards, tmp_path, components="distributed", keep="smallest_id")
+    assert clusters_of(result) == clusters_of(default_run)
+    components = result["stats"]["components"]
+    assert components["mode"] == "distributed" and components["converged"]
+    assert components["rounds_to_converge"] is not None
+    check_accounting(result, sample_shards["docs"])
+    check_keep_policy(result, sample_shards["docs"], "smallest_id")
+
+
+def test_forced_single_worker_components(default_run, sample_shards, tmp_path):
+    result = run_dedup(sample_shards, tmp_path, components="single", keep="newest", verify="signature")
+    assert result["stats"]["components"]["mode"] == "single"
+    assert result["stats"]["verification"] == "signature"
+    check_accounting(result, sample_shards["docs"])
+    # The 6.1 package is two days newer than the 6.12 one in this sample.
+    check_keep_policy(result, sample_shards["docs"], "newest")
+    assert all(row["representative_id"].startswith("linux-6.1/") for row in result["duplicates"]
+               if not row["id"].startswith("linux-6.1/"))
+
+
+def test_source_priority_keeps_the_preferred_source(sample_shards, tmp_path):
+    result = run_dedup(sample_shards, tmp_path, keep="source_priority", source_priority=("*-6.12", "linux-doc-*"),
+                       near=False)
+    check_accounting(result, sample_shards["docs"])
+    check_keep_policy(result, sample_shards["docs"], "source_priority")
+    assert {row["kind"] for row in result["duplicates"]} == {"exact"}
+    assert result["stats"]["verification"] == "not_run"

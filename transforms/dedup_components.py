@@ -1,0 +1,235 @@
+"""ConnectedComponents: the Beam side of the duplicate graph's components.
+
+Edges arrive as ``(left, right)`` int64 uid arrays, many edges per element.
+Two ways to label them, chosen by ``mode``:
+
+* ``single``: every edge array goes to one key and ``union_find_components``
+  labels them on one worker. Only for graphs up to ``single_worker_max_edges``.
+* ``distributed``: large-star / small-star rounds, each operation one shuffle
+  keyed by node partition, unrolled ``max_rounds`` times. No step holds more
+  than one partition's edges.
+* ``auto``: counts the edges in the pipeline and routes them to one branch;
+  both branches are in the graph, the other one sees no data.
+
+Every round reports the checksum of its input edge set; equal checksums of
+consecutive rounds prove convergence (see ``components.rounds_to_converge``).
+The final stats record the branch that ran and the rounds it needed.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from corpusmill.transforms import components
+from corpusmill.transforms.read import METRICS_NAMESPACE
+
+COMPONENT_MODES = ("auto", "single", "distributed")
+SHARD_SHIFT = 32
+
+
+def shard_of_uid(uids: np.ndarray) -> np.ndarray:
+    """The shard a uid's document lives in (uids are ``shard << 32 | row``)."""
+    return np.asarray(uids, dtype=np.int64) >> SHARD_SHIFT
+
+
+def split_by(keys: np.ndarray, *arrays: np.ndarray):
+    """Yields ``(key, sub-arrays)`` for each distinct key, arrays split row-wise."""
+    if keys.size == 0:
+        return
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    bounds = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    for rows in np.split(order, bounds):
+        yield int(keys[rows[0]]), tuple(a[rows] for a in arrays)
+
+
+def _labels_by_shard(nodes: np.ndarray, labels: np.ndarray):
+    for shard, (part_nodes, part_labels) in split_by(shard_of_uid(nodes), nodes, labels):
+        yield shard, (part_nodes, part_labels)
+
+
+def _concat_pairs(pairs) -> tuple[np.ndarray, np.ndarray]:
+    pairs = list(pairs)
+    if not pairs:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    return (np.concatenate([p[0] for p in pairs]).astype(np.int64, copy=False),
+            np.concatenate([p[1] for p in pairs]).astype(np.int64, copy=False))
+
+
+def choose_mode(requested: str, edge_count: int, single_worker_max_edges: int) -> str:
+    """The branch that labels the graph: the requested one, or for auto by edge count."""
+    if requested != "auto":
+        return requested
+    return "single" if edge_count <= single_worker_max_edges else "distributed"
+
+
+class _RouteEdgesDoFn(beam.DoFn):
+    def __init__(self, requested: str, single_worker_max_edges: int):
+        self._requested = requested
+        self._max_edges = single_worker_max_edges
+
+    def process(self, edges, edge_count):
+        yield beam.pvalue.TaggedOutput(choose_mode(self._requested, edge_count, self._max_edges), edges)
+
+
+def _mode_record(edge_count: int, requested: str, single_worker_max_edges: int, max_rounds: int) -> dict:
+    mode = choose_mode(requested, edge_count, single_worker_max_edges)
+    Metrics.counter(METRICS_NAMESPACE, f"dedup_components_{mode}").inc()
+    return {"type": "components", "mode": mode, "requested": requested, "edges": int(edge_count),
+            "single_worker_max_edges": single_worker_max_edges, "max_rounds": max_rounds}
+
+
+class _UnionFindDoFn(beam.DoFn):
+    def process(self, element):
+        _, edge_arrays = element
+        left, right = _concat_pairs(edge_arrays)
+        nodes, labels = components.union_find_components(left, right)
+        yield from _labels_by_shard(nodes, labels)
+
+
+def _key_both_orientations(edges, num_partitions: int):
+    left, right = edges
+    node = np.concatenate([left, right]).astype(np.int64, copy=False)
+    neighbour = np.concatenate([right, left]).astype(np.int64, copy=False)
+    yield from split_by(components.node_partition(node, num_partitions), node, neighbour)
+
+
+def _key_by_child(edges, num_partitions: int):
+    child, parent = edges
+    yield from split_by(components.node_partition(child, num_partitions), child, parent)
+
+
+def _unique_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if a.size == 0:
+        return a, b
+    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()
+
+
+def _checksum_record(round_index: int, larger: np.ndarray, smaller: np.ndarray) -> dict:
+    count, total = components.edge_checksum(larger, smaller)
+    return {"type": "round", "round": round_index, "count": count, "sum": total}
+
+
+class _LargeStarDoFn(beam.DoFn):
+    """One partition's large-star; reports the checksum of the round's input edges."""
+
+    def __init__(self, round_index: int):
+        self._round = round_index
+
+    def process(self, element):
+        _, parts = element
+        node, neighbour = _unique_rows(*_concat_pairs(parts))
+        node, neighbour = node[node != neighbour], neighbour[node != neighbour]
+        # Each undirected edge arrives in both orientations; its larger endpoint's
+        # partition counts it once.
+        canonical = node > neighbour
+        yield beam.pvalue.TaggedOutput("checksums",
+                                       _checksum_record(self._round, node[canonical], neighbour[canonical]))
+        child, parent = components.large_star(node, neighbour)
+        if child.size:
+            yield child, parent
+
+
+class _SmallStarDoFn(beam.DoFn):
+    def process(self, element):
+        _, parts = element
+        child, parent = _unique_rows(*_concat_pairs(parts))
+        child, parent = components.small_star(child, parent)
+        if child.size:
+            yield child, parent
+
+
+class _FinalLabelsDoFn(beam.DoFn):
+    """Reads labels off the last round's star edges; reports their checksum."""
+
+    def __init__(self, round_index: int):
+        self._round = round_index
+
+    def process(self, element):
+        _, parts = element
+        child, parent = _unique_rows(*_concat_pairs(parts))
+        yield beam.pvalue.TaggedOutput("checksums", _checksum_record(self._round, child, parent))
+        nodes, labels = components.star_labels(child, parent)
+        yield from _labels_by_shard(nodes, labels)
+
+
+class ConnectedComponents(beam.PTransform):
+    """Labels every node of the duplicate graph with its component's smallest uid.
+
+    Input: ``(left, right)`` int64 uid arrays (edges; repeats and either
+    orientation allowed). Output: a dict with
+      - ``labels``: ``(shard, (nodes, labels))`` int64 arrays, nodes of that
+        shard; a node may appear in several elements (take its smallest label);
+      - ``stats``: dicts, one ``{"type": "components", "mode", ...}`` and, for
+        the distributed branch, one ``{"type": "round", ...}`` checksum per
+        round and partition.
+
+    Args:
+        mode: ``single``, ``distributed`` or ``auto``.
+        single_worker_max_edges: Largest edge count ``auto`` labels on one worker.
+        num_partitions: Node partitions of each distributed round.
+        max_rounds: Large-star / small-star rounds unrolled in the pipeline.
+    """
+
+    def __init__(self, mode: str, single_worker_max_edges: int, num_partitions: int, max_rounds: int):
+        super().__init__()
+        if mode not in COMPONENT_MODES:
+            raise ValueError(f"components mode {mode!r}; allowed: {', '.join(COMPONENT_MODES)}")
+        self._mode = mode
+        self._max_edges = single_worker_max_edges
+        self._partitions = max(1, num_partitions)
+        self._max_rounds = max_rounds
+
+    def expand(self, edges):
+        edge_count = (
+            edges
+            | "CountEdges" >> beam.Map(lambda e: int(len(e[0])))
+            | "SumEdges" >> beam.CombineGlobally(sum)
+        )
+        mode_stats = edge_count | "RecordComponentsMode" >> beam.Map(
+            _mode_record, self._mode, self._max_edges, self._max_rounds)
+        routed = edges | "RouteEdges" >> beam.ParDo(
+            _RouteEdgesDoFn(self._mode, self._max_edges), beam.pvalue.AsSingleton(edge_count)
+        ).with_outputs("single", "distributed")
+        labels, stats = [], [mode_stats]
+        if self._mode in ("auto", "single"):
+            labels.append(
+                routed.single
+                | "KeyAllEdgesTogether" >> beam.Map(lambda e: (0, e))
+                | "GatherAllEdges" >> beam.GroupByKey()
+                | "UnionFind" >> beam.ParDo(_UnionFindDoFn())
+            )
+        if self._mode in ("auto", "distributed"):
+            current = routed.distributed
+            for r in range(self._max_rounds):
+                large = (
+                    current
+                    | f"KeyLargeStarRound{r:02d}" >> beam.FlatMap(_key_both_orientations, self._partitions)
+                    | f"GroupLargeStarRound{r:02d}" >> beam.GroupByKey()
+                    | f"LargeStarRound{r:02d}" >> beam.ParDo(_LargeStarDoFn(r)).with_outputs(
+                        "checksums", main="edges")
+                )
+                stats.append(large.checksums)
+                current = (
+                    large.edges
+                    | f"KeySmallStarRound{r:02d}" >> beam.FlatMap(_key_by_child, self._partitions)
+                    | f"GroupSmallStarRound{r:02d}" >> beam.GroupByKey()
+                    | f"SmallStarRound{r:02d}" >> beam.ParDo(_SmallStarDoFn())
+                )
+            final = (
+                current
+                | "KeyFinalStars" >> beam.FlatMap(_key_by_child, self._partitions)
+                | "GroupFinalStars" >> beam.GroupByKey()
+                | "StarLabels" >> beam.ParDo(_FinalLabelsDoFn(self._max_rounds)).with_outputs(
+                    "checksums", main="labels")
+            )
+            labels.append(final.labels)
+            stats.append(final.checksums)
+        return {
+            "labels": tuple(labels) | "AllComponentLabels" >> beam.Flatten(),
+            "stats": tuple(stats) | "AllComponentStats" >> beam.Flatten(),
+        }
