@@ -122,7 +122,7 @@ def summary(manifest: dict[str, Any], where: str) -> str:
     if counts["rejected_by_reason"]:
         lines.append("rejected: " + ", ".join(f"{k}={v}" for k, v in counts["rejected_by_reason"].items()))
     for name, out in manifest["outputs"].items():
-        lines.append(f"{name + '/':<12}{len(out['shards'])} shards, {out['rows']:,} rows, {out['bytes']:,} bytes")
+        lines.append(f"{name + '/':<20}{len(out['shards'])} shards, {out['rows']:,} rows, {out['bytes']:,} bytes")
     partitioning = manifest["execution"]["partitioning"]
     lines.append(f"partitioning: {partitioning['mode']} ({partitioning['reason']})")
     if "wall_seconds" in manifest.get("timings", {}):

@@ -109,12 +109,12 @@ def _decompose(section: Mapping[str, Any]) -> str:
     parts.append(_table(sorted(scalars.items()), ["", "value"]))
     buckets = section.get("buckets")
     if isinstance(buckets, Mapping) and buckets:
-        rows = [(name, b.get("sequences"), b.get("tokens")) for name, b in sorted(buckets.items())]
+        ordered = sorted(buckets.items(), key=lambda kv: int(kv[0]))
+        rows = [(b.get("dir", k), b.get("sequences"), b.get("tokens")) for k, b in ordered]
         parts.append("<h3>Buckets</h3>" + _table(rows, ["bucket", "sequences", "tokens"]))
-        parts.append(_svg_bar_chart([n for n, _ in sorted(buckets.items())],
-                                    [b.get("tokens", 0) for _, b in sorted(buckets.items())],
+        parts.append(_svg_bar_chart([b.get("dir", k) for k, b in ordered], [b.get("tokens", 0) for _, b in ordered],
                                     "Tokens per bucket", "bucket", "tokens"))
-    for key, title, xlabel in (("document_length_histogram", "Document lengths", "tokens"),):
+    for key, title, xlabel in (("document_length_histogram", "Document lengths (log2 bins)", "log2(tokens)"),):
         histogram = section.get(key)
         if isinstance(histogram, Mapping) and histogram:
             parts.append(_histogram_chart(histogram, title, xlabel))

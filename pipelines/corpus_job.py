@@ -27,6 +27,8 @@ from corpusmill.schemas import manifest as manifest_lib
 from corpusmill.schemas.config import JobConfig, to_dict
 from corpusmill.schemas.documents import DOCUMENT_SCHEMA, DUPLICATE_SCHEMA, REJECTED_SCHEMA
 from corpusmill.transforms import snapshot
+from corpusmill.transforms.buckets import BUCKET_SCHEMA, DecomposeDocuments, bucket_outputs
+from corpusmill.transforms.bucket_stats import merge_decompose_stats
 from corpusmill.transforms.dedup import Deduplicate
 from corpusmill.transforms.inputs import InputFile, expand_inputs, plan_read_tasks
 from corpusmill.transforms.read import METRICS_NAMESPACE, ReadDocuments
@@ -40,7 +42,7 @@ from corpusmill.transforms.shards import (
     write_bytes,
 )
 
-PUBLISHED = ("docs", "duplicates", "rejected", "report.html")
+PUBLISHED = ("docs", "duplicates", "rejected", "buckets", "report.html")
 DEFAULT_RUNNER = "FnApiRunner"
 
 
@@ -131,6 +133,11 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None
     dedup_stats = deduped["stats"] | "TagDedupStats" >> beam.Map(_tag("dedup"))
     doc_shards = deduped["docs"] | "WriteDocuments" >> WriteShards(
         "docs", staging, n, DOCUMENT_SCHEMA, DOCUMENT_SORT_KEYS, plan.parquet)
+    results = [doc_shards, duplicate_shards, dedup_stats]
+    if plan.config.decompose.enabled:
+        decomposed = deduped["docs"] | "DecomposeDocuments" >> DecomposeDocuments(
+            plan.config.decompose, staging, plan.parquet, n)
+        results += [decomposed.shards, decomposed.stats]
     rejected_shards = (
         (read.rejected, unique.rejected)
         | "AllRejected" >> beam.Flatten()
@@ -139,7 +146,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None
             "rejected", staging, n, REJECTED_SCHEMA, REJECTED_SORT_KEYS, plan.parquet, count_by="reason")
     )
     _ = (
-        (read.stats, doc_shards, duplicate_shards, rejected_shards, dedup_stats)
+        (read.stats, rejected_shards, *results)
         | "AllResults" >> beam.Flatten()
         | "CollectResults" >> beam.CombineGlobally(beam.combiners.ToListCombineFn())
         | "WriteResults" >> beam.Map(_write_results, staging)
@@ -224,12 +231,18 @@ def run_job(config: JobConfig, beam_args: list[str] = ()) -> dict[str, Any] | No
         shards = [r for r in records if r.get("kind") == "shard"]
         stage_stats = {r["kind"]: r["stats"] for r in records if "stats" in r}
         outputs = {}
+        decompose = plan.config.decompose
         for name, schema in (("docs", DOCUMENT_SCHEMA), ("duplicates", DUPLICATE_SCHEMA),
-                             ("rejected", REJECTED_SCHEMA)):
+                             ("rejected", REJECTED_SCHEMA),
+                             *((b, BUCKET_SCHEMA) for b in (bucket_outputs(decompose) if decompose.enabled else ()))):
             written = [s for s in shards if s["output"] == name]
             outputs[name] = snapshot.fill_missing_shards(name, staging, plan.num_shards, written, schema,
                                                          plan.parquet)
         counters, stage_ms = _counters(result)
+        decompose_stats = merge_decompose_stats(records) if decompose.enabled else None
+        if decompose_stats:
+            # Times vary between identical runs; the time_decompose_* counters already carry them.
+            decompose_stats.pop("timings_ms", None)
         manifest = manifest_lib.build_manifest(
             job_name=plan.config.name,
             config=to_dict(plan.config),
@@ -239,7 +252,10 @@ def run_job(config: JobConfig, beam_args: list[str] = ()) -> dict[str, Any] | No
             rejected_by_reason=manifest_lib.sum_value_counts([s.get("count_by", {}) for s in outputs["rejected"]]),
             duplicates_by_kind=manifest_lib.sum_value_counts(
                 [s.get("count_by", {}) for s in outputs["duplicates"]]),
-            stages={name: stage_stats[name] for name in ("dedup",) if name in stage_stats},
+            stages={
+                **{name: stage_stats[name] for name in ("dedup",) if name in stage_stats},
+                **({"decompose": decompose_stats} if decompose_stats else {}),
+            },
             execution={
                 "runner": str(options.view_as(StandardOptions).runner),
                 "read_tasks": len(plan.tasks),

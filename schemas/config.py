@@ -171,13 +171,136 @@ class DedupConfig:
             raise ConfigError("dedup.source_priority", "keep = source_priority needs a non-empty list of sources")
 
 
+# ---------------------------------------------------------------------------
+# Dataset Decomposition (tokenize -> power-of-two length buckets).
+
+CURRICULUM_ODDS = ("uniform", "grow_linear", "grow_p2", "custom")
+TOKENIZER_KINDS = ("tiktoken", "hf")
+
+
+@dataclass(frozen=True)
+class CurriculumSectionConfig:
+    """The curriculum a trainer reads the buckets with; written into the manifest.
+
+    Attributes:
+        odds: A preset (uniform 1:1:…, grow_linear n:…:1, grow_p2 2^(n-1):…:1)
+            or ``custom``, which takes ``custom_odds``.
+        custom_odds: One positive weight per bucket, shortest bucket first;
+            only with ``odds: custom``.
+        tokens_per_step: Training positions per global step; a multiple of
+            the longest sequence length ``2^max_exp``.
+        num_cycles: Times the curriculum restarts over the data.
+        seed: Seed of the row shuffle and the step order.
+    """
+
+    odds: str = choices(*CURRICULUM_ODDS, default="grow_p2")
+    custom_odds: tuple[float, ...] = ()
+    tokens_per_step: int = bounded(1 << 20, 1, None)
+    num_cycles: int = bounded(1, 1, 1_000_000)
+    seed: int = bounded(0, 0, 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class DecomposeConfig:
+    """Tokenization and Dataset Decomposition into power-of-two length buckets.
+
+    Attributes:
+        enabled: Run the decompose stage.
+        tokenizer: ``tiktoken:NAME`` (offline for cl100k_base and o200k_base),
+            ``hf:/path/to/tokenizer.json`` or ``hf:org/name`` (needs network).
+        eot_token: Hugging Face only: the end-of-text token when it is not one
+            of the usual names.
+        append_eot: Append the end-of-text id to every document before cutting.
+        min_exp: log2 of the shortest sequence; shorter remainders are dropped.
+        max_exp: log2 of the longest sequence.
+        mode: Remainders longer than ``2^max_exp``: ``random`` draws the piece
+            length with p(k) ∝ 2^(max_exp - k) (the reference's default),
+            ``cap`` cuts ``2^max_exp`` pieces.
+        seed: Seed of the ``random`` draws (hashed with each document id).
+        plus_one: Pieces hold ``2^k + 1`` tokens, the input/target shift included.
+        tokenize_batch_docs: Documents encoded per tokenizer call; with the
+            shard size it bounds a worker's memory.
+        num_threads: Tokenizer threads per worker; 0 uses one per CPU core.
+        curriculum: The curriculum spec recorded beside the buckets.
+    """
+
+    enabled: bool = True
+    tokenizer: str = "tiktoken:cl100k_base"
+    eot_token: str | None = None
+    append_eot: bool = True
+    min_exp: int = bounded(8, 0, 30)
+    max_exp: int = bounded(13, 0, 30)
+    mode: str = choices("random", "cap", default="random")
+    seed: int = bounded(0, 0, 2**63 - 1)
+    plus_one: bool = True
+    tokenize_batch_docs: int = bounded(256, 1, 1_000_000)
+    num_threads: int = bounded(0, 0, 256)
+    curriculum: CurriculumSectionConfig = CurriculumSectionConfig()
+
+    def __post_init__(self):
+        kind, sep, target = self.tokenizer.partition(":")
+        if kind not in TOKENIZER_KINDS or not sep or not target:
+            raise ConfigError(
+                "decompose.tokenizer",
+                f"{self.tokenizer!r} must look like 'tiktoken:cl100k_base', "
+                "'hf:/path/to/tokenizer.json' or 'hf:org/name'",
+            )
+        if self.min_exp > self.max_exp:
+            raise ConfigError(
+                "decompose.max_exp", f"{self.max_exp} is below min_exp {self.min_exp}; need min_exp <= max_exp"
+            )
+        curriculum = self.curriculum
+        num_buckets = self.max_exp - self.min_exp + 1
+        if curriculum.odds == "custom":
+            weights = curriculum.custom_odds
+            if len(weights) != num_buckets or not all(0 < w < float("inf") for w in weights):
+                raise ConfigError(
+                    "decompose.curriculum.custom_odds",
+                    f"odds = custom needs {num_buckets} positive numbers, one per bucket "
+                    f"2^{self.min_exp} .. 2^{self.max_exp}, shortest first; got {list(weights)}",
+                )
+        elif curriculum.custom_odds:
+            raise ConfigError(
+                "decompose.curriculum.custom_odds", f"only allowed with odds = custom, not {curriculum.odds!r}"
+            )
+        longest = 1 << self.max_exp
+        if curriculum.tokens_per_step % longest:
+            raise ConfigError(
+                "decompose.curriculum.tokens_per_step",
+                f"{curriculum.tokens_per_step} must be a multiple of the longest sequence length "
+                f"2^max_exp = {longest}",
+            )
+
+    def decomposition_config(self):
+        """The kernel's :class:`~corpusmill.transforms.decompose.DecompositionConfig`."""
+        from corpusmill.transforms.decompose import DecompositionConfig
+
+        return DecompositionConfig(
+            min_exp=self.min_exp, max_exp=self.max_exp, mode=self.mode, seed=self.seed, plus_one=self.plus_one
+        )
+
+    def curriculum_config(self):
+        """The reader's :class:`~corpusmill.transforms.curriculum.CurriculumConfig`."""
+        from corpusmill.transforms.curriculum import CurriculumConfig
+
+        curriculum = self.curriculum
+        odds = curriculum.custom_odds if curriculum.odds == "custom" else curriculum.odds
+        return CurriculumConfig(
+            tokens_per_step=curriculum.tokens_per_step,
+            odds=odds,
+            num_cycles=curriculum.num_cycles,
+            seed=curriculum.seed,
+        )
+
+
 @dataclass(frozen=True)
 class JobConfig:
-    """A whole job: one section per stage."""
+    """A whole job: one section per stage, in pipeline order."""
 
     name: str = "corpusmill"
     input: InputConfig = InputConfig()
     dedup: DedupConfig = DedupConfig()
+    decompose: DecomposeConfig = DecomposeConfig()
     output: OutputConfig = OutputConfig()
 
 
@@ -324,125 +447,3 @@ def _listify(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_listify(v) for v in value]
     return value
-
-
-# ---------------------------------------------------------------------------
-# Dataset Decomposition (tokenize -> power-of-two length buckets).
-
-CURRICULUM_ODDS = ("uniform", "grow_linear", "grow_p2", "custom")
-TOKENIZER_KINDS = ("tiktoken", "hf")
-
-
-@dataclass(frozen=True)
-class CurriculumSectionConfig:
-    """The curriculum a trainer reads the buckets with; written into the manifest.
-
-    Attributes:
-        odds: A preset (uniform 1:1:…, grow_linear n:…:1, grow_p2 2^(n-1):…:1)
-            or ``custom``, which takes ``custom_odds``.
-        custom_odds: One positive weight per bucket, shortest bucket first;
-            only with ``odds: custom``.
-        tokens_per_step: Training positions per global step; a multiple of
-            the longest sequence length ``2^max_exp``.
-        num_cycles: Times the curriculum restarts over the data.
-        seed: Seed of the row shuffle and the step order.
-    """
-
-    odds: str = choices(*CURRICULUM_ODDS, default="grow_p2")
-    custom_odds: tuple[float, ...] = ()
-    tokens_per_step: int = bounded(1 << 20, 1, None)
-    num_cycles: int = bounded(1, 1, 1_000_000)
-    seed: int = bounded(0, 0, 2**63 - 1)
-
-
-@dataclass(frozen=True)
-class DecomposeConfig:
-    """Tokenization and Dataset Decomposition into power-of-two length buckets.
-
-    Attributes:
-        enabled: Run the decompose stage.
-        tokenizer: ``tiktoken:NAME`` (offline for cl100k_base and o200k_base),
-            ``hf:/path/to/tokenizer.json`` or ``hf:org/name`` (needs network).
-        eot_token: Hugging Face only: the end-of-text token when it is not one
-            of the usual names.
-        append_eot: Append the end-of-text id to every document before cutting.
-        min_exp: log2 of the shortest sequence; shorter remainders are dropped.
-        max_exp: log2 of the longest sequence.
-        mode: Remainders longer than ``2^max_exp``: ``random`` draws the piece
-            length with p(k) ∝ 2^(max_exp - k) (the reference's default),
-            ``cap`` cuts ``2^max_exp`` pieces.
-        seed: Seed of the ``random`` draws (hashed with each document id).
-        plus_one: Pieces hold ``2^k + 1`` tokens, the input/target shift included.
-        tokenize_batch_docs: Documents encoded per tokenizer call; with the
-            shard size it bounds a worker's memory.
-        num_threads: Tokenizer threads per worker; 0 uses one per CPU core.
-        curriculum: The curriculum spec recorded beside the buckets.
-    """
-
-    enabled: bool = True
-    tokenizer: str = "tiktoken:cl100k_base"
-    eot_token: str | None = None
-    append_eot: bool = True
-    min_exp: int = bounded(8, 0, 30)
-    max_exp: int = bounded(13, 0, 30)
-    mode: str = choices("random", "cap", default="random")
-    seed: int = bounded(0, 0, 2**63 - 1)
-    plus_one: bool = True
-    tokenize_batch_docs: int = bounded(256, 1, 1_000_000)
-    num_threads: int = bounded(0, 0, 256)
-    curriculum: CurriculumSectionConfig = CurriculumSectionConfig()
-
-    def __post_init__(self):
-        kind, sep, target = self.tokenizer.partition(":")
-        if kind not in TOKENIZER_KINDS or not sep or not target:
-            raise ConfigError(
-                "decompose.tokenizer",
-                f"{self.tokenizer!r} must look like 'tiktoken:cl100k_base', "
-                "'hf:/path/to/tokenizer.json' or 'hf:org/name'",
-            )
-        if self.min_exp > self.max_exp:
-            raise ConfigError(
-                "decompose.max_exp", f"{self.max_exp} is below min_exp {self.min_exp}; need min_exp <= max_exp"
-            )
-        curriculum = self.curriculum
-        num_buckets = self.max_exp - self.min_exp + 1
-        if curriculum.odds == "custom":
-            weights = curriculum.custom_odds
-            if len(weights) != num_buckets or not all(0 < w < float("inf") for w in weights):
-                raise ConfigError(
-                    "decompose.curriculum.custom_odds",
-                    f"odds = custom needs {num_buckets} positive numbers, one per bucket "
-                    f"2^{self.min_exp} .. 2^{self.max_exp}, shortest first; got {list(weights)}",
-                )
-        elif curriculum.custom_odds:
-            raise ConfigError(
-                "decompose.curriculum.custom_odds", f"only allowed with odds = custom, not {curriculum.odds!r}"
-            )
-        longest = 1 << self.max_exp
-        if curriculum.tokens_per_step % longest:
-            raise ConfigError(
-                "decompose.curriculum.tokens_per_step",
-                f"{curriculum.tokens_per_step} must be a multiple of the longest sequence length "
-                f"2^max_exp = {longest}",
-            )
-
-    def decomposition_config(self):
-        """The kernel's :class:`~corpusmill.transforms.decompose.DecompositionConfig`."""
-        from corpusmill.transforms.decompose import DecompositionConfig
-
-        return DecompositionConfig(
-            min_exp=self.min_exp, max_exp=self.max_exp, mode=self.mode, seed=self.seed, plus_one=self.plus_one
-        )
-
-    def curriculum_config(self):
-        """The reader's :class:`~corpusmill.transforms.curriculum.CurriculumConfig`."""
-        from corpusmill.transforms.curriculum import CurriculumConfig
-
-        curriculum = self.curriculum
-        odds = curriculum.custom_odds if curriculum.odds == "custom" else curriculum.odds
-        return CurriculumConfig(
-            tokens_per_step=curriculum.tokens_per_step,
-            odds=odds,
-            num_cycles=curriculum.num_cycles,
-            seed=curriculum.seed,
-        )
