@@ -2,6 +2,7 @@
 
     corpusmill run [JOB.yaml] [--input GLOB ...] [--output DIR] [--set key=value ...]
                    [--overwrite] [-- BEAM_ARGS]
+    corpusmill dedup | decompose   (one stage; same flags as run)
     corpusmill inspect DIR [--rows N]
     corpusmill report DIR
 
@@ -27,6 +28,12 @@ from corpusmill.schemas.config import ConfigError, load_job
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+# One-stage commands are `run` with the other optional stages switched off.
+STAGE_ONLY = {
+    "dedup": ["decompose.enabled=false"],
+    "decompose": ["dedup.enabled=false"],
+}
 
 
 class _DropBeamImportNoise(logging.Filter):
@@ -67,14 +74,20 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Arguments after `--` are Beam pipeline options, e.g. -- --runner DataflowRunner.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a job (the embedded default on the bundled sample if no JOB.yaml)")
-    run.add_argument("job", nargs="?", help="job spec (YAML); default: the embedded default job")
-    run.add_argument("--input", nargs="+", action="extend", metavar="GLOB",
-                     help="input files, folders or globs (sets input.paths)")
-    run.add_argument("--output", metavar="DIR", help="snapshot directory (sets output.path)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one config key, e.g. --set input.text_field=content")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing snapshot")
+    stage_help = {
+        "run": "run a job: every enabled stage (the embedded default on the bundled sample if no JOB.yaml)",
+        "dedup": "run only read, validate and dedup (the decompose stage off)",
+        "decompose": "run only read, validate and decompose (the dedup stage off)",
+    }
+    for command, text in stage_help.items():
+        run = commands.add_parser(command, help=text)
+        run.add_argument("job", nargs="?", help="job spec (YAML); default: the embedded default job")
+        run.add_argument("--input", nargs="+", action="extend", metavar="GLOB",
+                         help="input files, folders or globs (sets input.paths)")
+        run.add_argument("--output", metavar="DIR", help="snapshot directory (sets output.path)")
+        run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override one config key, e.g. --set input.text_field=content")
+        run.add_argument("--overwrite", action="store_true", help="replace an existing snapshot")
     inspect = commands.add_parser("inspect", help="summarise a snapshot and show a few rows")
     inspect.add_argument("snapshot", metavar="DIR")
     inspect.add_argument("--rows", type=int, default=3, help="rows to show per output (default 3)")
@@ -88,6 +101,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from corpusmill.transforms.snapshot import OutputExistsError
 
     overrides = list(args.overrides)
+    overrides += STAGE_ONLY.get(args.command, [])
     if args.input:
         overrides.append("input.paths=" + json.dumps(args.input))
     if args.output:
@@ -193,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         argv, beam_args = argv[:split], argv[split + 1 :]
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
+        if args.command in ("run", *STAGE_ONLY):
             return _run(args, beam_args)
         if args.command == "report":
             return _report(args)

@@ -62,3 +62,21 @@ def test_missing_input_and_existing_output_are_usage_errors(tmp_path):
     again = _run("run", "--input", str(source), "--output", "o", cwd=tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert _run("run", "--input", str(source), "--output", "o", "--overwrite", cwd=tmp_path).returncode == 0
+
+
+def test_one_stage_commands_switch_the_other_stage_off(tmp_path):
+    from corpus_files import jsonl_bytes, sample_records
+
+    records = sample_records(40)  # path-sorted: each 6.1 file sits next to its 6.12 version
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(jsonl_bytes(records))
+
+    assert _run("dedup", "--input", str(source), "--output", "d", cwd=tmp_path).returncode == 0
+    dedup = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert dedup["counts"]["duplicates"] > 0 and "decompose" not in dedup
+    assert not (tmp_path / "d" / "buckets").exists()
+
+    assert _run("decompose", "--input", str(source), "--output", "t", cwd=tmp_path).returncode == 0
+    decompose = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert decompose["counts"]["duplicates"] == 0 and decompose["decompose"]["input_tokens"] > 0
+    assert (tmp_path / "t" / "buckets" / "len-00256").is_dir()
