@@ -3,9 +3,10 @@
 On the linux-doc 6.1 + 6.12 corpus (every .rst/.txt of both packages, 10,040
 documents, about 60 MB of text) stored as JSONL.gz and as Parquet, this measures
 
-* ``beam``: ``corpusmill run --input FILE --output TMP --overwrite`` (FnApiRunner,
-  in-process): read in Arrow batches, validate, shard by id hash, write zstd
-  Parquet shards, manifest and ``_SUCCESS``;
+* ``beam``: ``corpusmill run --input FILE --output TMP --overwrite`` with the
+  dedup and decompose stages switched off (FnApiRunner, in-process): read in
+  Arrow batches, validate, shard by id hash, write zstd Parquet shards, manifest
+  and ``_SUCCESS``;
 * ``beam-2proc``: the same job with
   ``-- --direct_num_workers=2 --direct_running_mode=multi_processing``;
 * ``pyarrow``: plain pyarrow in one process: ``pyarrow.json.read_json`` on the
@@ -23,8 +24,12 @@ missing, ``getrusage(RUSAGE_CHILDREN)`` in a fresh wrapper process). Because the
 whole process tree is also sampled from /proc (every 50 ms, so short peaks can be
 missed).
 
+``--copies N`` runs on the corpus repeated N times (linux-doc-x{N}.*), which
+shows how the job's fixed cost (interpreter, importing apache_beam, building and
+starting the pipeline: about 2-3 s) is amortised as the data grows.
+
 Usage:
-    python benchmarks/read_bench.py [--repeats 3] [--out benchmarks/results/read_bench.json]
+    python benchmarks/read_bench.py [--repeats 3] [--copies 1] [--out benchmarks/results/read_bench.json]
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ PARQUET_ROW_GROUP_ROWS = 8192
 JSON_BLOCK_BYTES = 4 << 20
 RSS_SAMPLE_SECONDS = 0.05
 PYARROW_WORKER_COMMAND = "_pyarrow-worker"
+# The benchmark compares read + validate + write with pyarrow reading and
+# writing the same data; the job's later stages have no pyarrow counterpart.
+JOB_OVERRIDES: tuple[str, ...] = ("dedup.enabled=false", "decompose.enabled=false")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +91,8 @@ class Variant:
                     str(input_path), str(output_dir / "out.parquet")]
         argv = [sys.executable, "-m", "corpusmill.jobs.cli", "run", "--input", str(input_path),
                 "--output", str(output_dir / "snapshot"), "--overwrite"]
+        for override in JOB_OVERRIDES:
+            argv += ["--set", override]
         if self.beam_args:
             argv += ["--", *self.beam_args]
         return argv
@@ -366,11 +376,12 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"- Date: {report['date']}",
         f"- Machine: {machine['nproc']} cores ({machine['cpu']}), {machine['platform']}; "
         f"Python {machine['python']}, apache-beam {machine['apache_beam']}, pyarrow {machine['pyarrow']}",
-        f"- Corpus: linux-doc 6.1 + 6.12, {corpus['documents']:,} documents, "
+        f"- Corpus: linux-doc 6.1 + 6.12 x{corpus.get('copies', 1)}, {corpus['documents']:,} documents, "
         f"{corpus['text_bytes'] / 1e6:.1f} MB UTF-8 text; files: "
         + ", ".join(f"{fmt} {size / 1e6:.1f} MB" for fmt, size in corpus["file_bytes"].items()),
         f"- Medians of {report['repeats']} runs, interleaved per repeat; every run is a fresh process, "
         "so wall time includes interpreter start and imports.",
+        "- Job: read + validate + shard + write (" + ", ".join(f"`--set {o}`" for o in JOB_OVERRIDES) + ").",
         "",
         markdown_table(report["results"]),
         "",
@@ -397,8 +408,11 @@ def markdown_report(report: dict[str, Any]) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender and format (default 3)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="JSON report; a .md file with the table is written beside it")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="run on the corpus repeated this many times (default 1)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON report; a .md file with the table is written beside it "
+                             "(default benchmarks/results/read_bench.json, read_bench_x{N}.json for --copies N)")
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS],
                         default=[v.name for v in VARIANTS])
@@ -414,9 +428,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
+    if args.copies < 1:
+        raise SystemExit("--copies must be >= 1")
+    if args.out is None:
+        args.out = DEFAULT_OUT if args.copies == 1 else DEFAULT_OUT.with_name(f"read_bench_x{args.copies}.json")
     from corpusmill.jobs.linux_doc import ensure_corpus
 
-    paths = {fmt: path.resolve() for fmt, path in ensure_corpus(DATA_DIR).items()}
+    # Parquet is always built: corpus_stats counts documents and text bytes from it.
+    wanted = [fmt for fmt in FORMATS if fmt in args.formats or fmt == "parquet"]
+    paths = {fmt: path.resolve() for fmt, path in ensure_corpus(DATA_DIR, copies=args.copies, formats=wanted).items()}
     stats = corpus_stats(paths["parquet"])
     file_bytes = {fmt: paths[fmt].stat().st_size for fmt in args.formats}
     variants = [v for v in VARIANTS if v.name in args.variants]
@@ -437,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "repeats": args.repeats,
         "machine": machine_info(),
-        "corpus": {**stats, "file_bytes": file_bytes},
+        "corpus": {**stats, "copies": args.copies, "file_bytes": file_bytes},
+        "job_overrides": list(JOB_OVERRIDES),
         "target_ratio": TARGET_RATIO,
         "results": summarise(runs, stats, file_bytes),
         "raw": {f"{fmt}/{name}": [dataclasses.asdict(r) for r in results] for (fmt, name), results in runs.items()},

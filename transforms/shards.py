@@ -10,7 +10,6 @@ same input and config give byte-identical files.
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -73,9 +72,49 @@ def split_by_shard(batch: pa.RecordBatch, key_column: str, num_shards: int
         yield int(shards[rows[0]]), batch.take(pa.array(rows))
 
 
+def is_sorted(table: pa.Table, keys: list[str]) -> bool:
+    """Whether rows already follow ``keys`` ascending, nulls first (ties allowed).
+
+    One vectorised comparison of each row with the next per key, far cheaper
+    than a sort: a shard's rows usually arrive ordered, because
+    resolve_duplicate_ids sorts by id before the writer sorts again.
+    Floating-point keys (NaN placement) and types Arrow cannot compare report
+    False, so the caller sorts.
+    """
+    n = table.num_rows
+    if n < 2:
+        return True
+    # Adjacent pairs whose order the keys seen so far leave open (all equal).
+    undecided = np.ones(n - 1, dtype=bool)
+    for key in keys:
+        column = table.column(key)
+        if pa.types.is_floating(column.type):
+            return False
+        before, after = column.slice(0, n - 1), column.slice(1)
+        before_null = before.is_null().to_numpy(zero_copy_only=False)
+        after_null = after.is_null().to_numpy(zero_copy_only=False)
+        try:
+            less = pc.fill_null(pc.less(before, after), False).to_numpy(zero_copy_only=False)
+            greater = pc.fill_null(pc.greater(before, after), False).to_numpy(zero_copy_only=False)
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, TypeError):
+            return False
+        less |= before_null & ~after_null
+        greater |= ~before_null & after_null
+        if (undecided & greater).any():
+            return False
+        undecided &= ~less
+        if not undecided.any():
+            break
+    return True
+
+
 def sort_table(table: pa.Table, keys: list[str]) -> pa.Table:
-    """Sorts on ``keys`` ascending, nulls first, so the order is total and reproducible."""
-    if table.num_rows < 2:
+    """Sorts on ``keys`` ascending, nulls first, so the order is total and reproducible.
+
+    A table already in that order is returned as it is: the sort is stable, so
+    it would return the same rows in the same order.
+    """
+    if is_sorted(table, keys):
         return table
     try:
         indices = pc.sort_indices(table, sort_keys=[(k, "ascending", "at_start") for k in keys])
@@ -123,26 +162,36 @@ def resolve_duplicate_ids(table: pa.Table) -> tuple[pa.Table, pa.Table]:
     return firsts, pa.Table.from_pydict(rows, schema=REJECTED_SCHEMA)
 
 
-def encode_parquet(table: pa.Table, options: ParquetOptions) -> bytes:
-    """Serialises a table to Parquet bytes; same rows and options give the same bytes."""
-    buffer = io.BytesIO()
+def encode_parquet(table: pa.Table, options: ParquetOptions) -> pa.Buffer:
+    """Serialises a table to Parquet; same rows and options give the same bytes.
+
+    Returns:
+        The file's bytes as an Arrow buffer, written by Arrow's own in-memory
+        stream (no Python file object in the write path) and never copied
+        into ``bytes``. It supports the buffer protocol, so ``len``,
+        ``hashlib`` and file ``write`` take it as they take ``bytes``;
+        ``to_pybytes()`` makes a copy when real ``bytes`` are needed.
+    """
+    sink = pa.BufferOutputStream()
     pq.write_table(
         table,
-        buffer,
+        sink,
         row_group_size=options.row_group_rows,
         compression=options.compression,
         compression_level=options.compression_level,
     )
-    return buffer.getvalue()
+    return sink.getvalue()
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    """Writes bytes to any Beam filesystem path."""
+def write_bytes(path: str, data: bytes | pa.Buffer) -> None:
+    """Writes bytes (or any buffer, e.g. from encode_parquet) to any Beam filesystem path."""
     with FileSystems.create(path) as handle:
-        handle.write(data)
+        # A memoryview is the bytes-like object every file handle accepts
+        # without a copy; some would not take a pyarrow Buffer itself.
+        handle.write(memoryview(data))
 
 
-def shard_record(output: str, shard: int, num_shards: int, rows: int, data: bytes) -> dict:
+def shard_record(output: str, shard: int, num_shards: int, rows: int, data: bytes | pa.Buffer) -> dict:
     """The manifest entry of one written shard."""
     return {
         "output": output,
