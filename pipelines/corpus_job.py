@@ -27,9 +27,6 @@ from corpusmill.schemas import manifest as manifest_lib
 from corpusmill.schemas.config import JobConfig, to_dict
 from corpusmill.schemas.documents import DOCUMENT_SCHEMA, DUPLICATE_SCHEMA, REJECTED_SCHEMA
 from corpusmill.transforms import snapshot
-from corpusmill.transforms.buckets import BUCKET_SCHEMA, DecomposeDocuments, bucket_outputs
-from corpusmill.transforms.bucket_stats import merge_decompose_stats
-from corpusmill.transforms.dedup import Deduplicate
 from corpusmill.transforms.inputs import InputFile, expand_inputs, plan_read_tasks
 from corpusmill.transforms.read import METRICS_NAMESPACE, ReadDocuments
 from corpusmill.transforms.shards import (
@@ -123,19 +120,27 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None
         | "ShardDocuments" >> ShardBatches("id", n)
         | "ResolveDuplicateIds" >> beam.ParDo(_ResolveIdsDoFn()).with_outputs("rejected", main="docs")
     )
-    deduped = unique.docs | "Deduplicate" >> Deduplicate(plan.config.dedup, n)
-    duplicate_shards = (
-        deduped["duplicates"]
-        | "ShardDuplicates" >> ShardBatches("id", n)
-        | "WriteDuplicates" >> WriteShards(
-            "duplicates", staging, n, DUPLICATE_SCHEMA, ["id"], plan.parquet, count_by="kind")
-    )
-    dedup_stats = deduped["stats"] | "TagDedupStats" >> beam.Map(_tag("dedup"))
-    doc_shards = deduped["docs"] | "WriteDocuments" >> WriteShards(
-        "docs", staging, n, DOCUMENT_SCHEMA, DOCUMENT_SORT_KEYS, plan.parquet)
-    results = [doc_shards, duplicate_shards, dedup_stats]
+    results = []
+    kept = unique.docs
+    # Stage modules are imported only when the stage runs: they pull in numba,
+    # datasketch and tokenizers, which a read-only job should not pay for.
+    if plan.config.dedup.enabled:
+        from corpusmill.transforms.dedup import Deduplicate
+
+        deduped = unique.docs | "Deduplicate" >> Deduplicate(plan.config.dedup, n)
+        kept = deduped["docs"]
+        results.append(
+            deduped["duplicates"]
+            | "ShardDuplicates" >> ShardBatches("id", n)
+            | "WriteDuplicates" >> WriteShards(
+                "duplicates", staging, n, DUPLICATE_SCHEMA, ["id"], plan.parquet, count_by="kind"))
+        results.append(deduped["stats"] | "TagDedupStats" >> beam.Map(_tag("dedup")))
+    results.append(kept | "WriteDocuments" >> WriteShards(
+        "docs", staging, n, DOCUMENT_SCHEMA, DOCUMENT_SORT_KEYS, plan.parquet))
     if plan.config.decompose.enabled:
-        decomposed = deduped["docs"] | "DecomposeDocuments" >> DecomposeDocuments(
+        from corpusmill.transforms.buckets import DecomposeDocuments
+
+        decomposed = kept | "DecomposeDocuments" >> DecomposeDocuments(
             plan.config.decompose, staging, plan.parquet, n)
         results += [decomposed.shards, decomposed.stats]
     rejected_shards = (
@@ -232,15 +237,22 @@ def run_job(config: JobConfig, beam_args: list[str] = ()) -> dict[str, Any] | No
         stage_stats = {r["kind"]: r["stats"] for r in records if "stats" in r}
         outputs = {}
         decompose = plan.config.decompose
+        buckets = []
+        if decompose.enabled:
+            from corpusmill.transforms.buckets import BUCKET_SCHEMA, bucket_outputs
+
+            buckets = [(name, BUCKET_SCHEMA) for name in bucket_outputs(decompose)]
         for name, schema in (("docs", DOCUMENT_SCHEMA), ("duplicates", DUPLICATE_SCHEMA),
-                             ("rejected", REJECTED_SCHEMA),
-                             *((b, BUCKET_SCHEMA) for b in (bucket_outputs(decompose) if decompose.enabled else ()))):
+                             ("rejected", REJECTED_SCHEMA), *buckets):
             written = [s for s in shards if s["output"] == name]
             outputs[name] = snapshot.fill_missing_shards(name, staging, plan.num_shards, written, schema,
                                                          plan.parquet)
         counters, stage_ms = _counters(result)
-        decompose_stats = merge_decompose_stats(records) if decompose.enabled else None
-        if decompose_stats:
+        decompose_stats = None
+        if decompose.enabled:
+            from corpusmill.transforms.bucket_stats import merge_decompose_stats
+
+            decompose_stats = merge_decompose_stats(records)
             # Times vary between identical runs; the time_decompose_* counters already carry them.
             decompose_stats.pop("timings_ms", None)
         manifest = manifest_lib.build_manifest(

@@ -83,11 +83,9 @@ class ReadDocuments(beam.PTransform):
         self._config = config
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "CreateReadTasks" >> beam.Create(self._tasks, reshuffle=False)
+        tasks = pbegin | "CreateReadTasks" >> beam.Create(self._tasks, reshuffle=False)
+        if len(self._tasks) > 1:
             # Spread tasks over workers: Create emits them all in one bundle.
-            | "SpreadReadTasks" >> beam.Reshuffle()
-            | "ReadAndValidate" >> beam.ParDo(_ReadTaskDoFn(self._config)).with_outputs(
-                REJECTED_TAG, STATS_TAG, main="docs")
-        )
+            tasks = tasks | "SpreadReadTasks" >> beam.Reshuffle()
+        return tasks | "ReadAndValidate" >> beam.ParDo(_ReadTaskDoFn(self._config)).with_outputs(
+            REJECTED_TAG, STATS_TAG, main="docs")
