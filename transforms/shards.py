@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+import typing
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -30,6 +32,7 @@ from corpusmill.schemas.documents import (
     RejectReason,
     excerpt,
 )
+from corpusmill.transforms import coders  # noqa: F401  (registers the Arrow coders)
 from corpusmill.transforms.read import METRICS_NAMESPACE
 
 
@@ -234,7 +237,8 @@ class ShardBatches(beam.PTransform):
     def expand(self, batches):
         return (
             batches
-            | "KeyByShard" >> beam.ParDo(_KeyByShardDoFn(self._key_column, self._num_shards))
+            | "KeyByShard" >> beam.ParDo(_KeyByShardDoFn(self._key_column, self._num_shards)
+                                         ).with_output_types(typing.Tuple[int, pa.RecordBatch])
             | "GroupByShard" >> beam.GroupByKey()
             | "ConcatShard" >> beam.Map(_concat)
         )
