@@ -221,7 +221,7 @@ def test_columnar_parquet_validation_matches_per_row_on_field_types(tmp_path):
 
 
 def test_whitespace_set_is_exactly_what_str_strip_removes():
-    from corpusmill.transforms.formats import PYTHON_WHITESPACE
+    from corpusmill.transforms.validate import PYTHON_WHITESPACE
 
     assert PYTHON_WHITESPACE == "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 
@@ -261,9 +261,9 @@ def test_emitted_batches_are_compact_slices_of_row_groups(tmp_path, real_records
 
 
 def test_jsonl_lines_spanning_read_blocks_blank_lines_and_a_missing_final_newline(tmp_path, real_records):
-    from corpusmill.transforms import formats
+    from corpusmill.transforms import streams
 
-    huge = {"id": "huge", "text": "\u00e9" * (formats._READ_CHUNK + 12345)}
+    huge = {"id": "huge", "text": "\u00e9" * (streams.READ_CHUNK + 12345)}
     lines = [json.dumps(real_records[0]), "", "   ", json.dumps(huge, ensure_ascii=False), "\r",
              json.dumps({"id": "crlf", "text": "windows line"}) + "\r", "[1]", json.dumps({"id": "last", "text": "x"})]
     path = tmp_path / "a.jsonl.gz"
