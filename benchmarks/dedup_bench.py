@@ -51,11 +51,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import measure
 
 import numba
 import numpy as np
@@ -293,54 +294,10 @@ def run_worker(kind: str, corpus: Path, scratch: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- measurement
 
 
-def _tree_rss_bytes(root_pid: int) -> int:
-    """Summed RSS of ``root_pid`` and its descendants, from /proc."""
-    parents, rss = {}, {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        parents[int(entry.name)] = int(fields[1])
-        rss[int(entry.name)] = int(fields[21])
-    tree, frontier = set(), [root_pid]
-    while frontier:
-        pid = frontier.pop()
-        if pid in tree or pid not in rss:
-            continue
-        tree.add(pid)
-        frontier.extend(child for child, parent in parents.items() if parent == pid)
-    return sum(rss[pid] for pid in tree) * os.sysconf("SC_PAGE_SIZE")
-
-
 def measured_run(argv: list[str], scratch: Path) -> dict[str, Any]:
-    """Runs argv under /usr/bin/time -v; wall seconds, peak RSS (MiB) and stdout."""
-    report = scratch / "time.txt"
-    wrapped = [GNU_TIME, "-v", "-o", str(report), *argv]
-    stop, peak = threading.Event(), [0]
-    started = time.perf_counter()
-    child = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _tree_rss_bytes(child.pid))
-            stop.wait(RSS_SAMPLE_SECONDS)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = child.communicate()
-    wall = time.perf_counter() - started
-    stop.set()
-    sampler.join()
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with {child.returncode}:\n{stderr[-3000:]}")
-    line = next(x for x in report.read_text().splitlines() if "Maximum resident set size" in x)
-    return {"wall_seconds": wall, "peak_rss_mb": int(line.rsplit(":", 1)[1]) / 1024,
-            "tree_rss_mb": peak[0] / 2**20 or None, "stdout": stdout}
+    """Runs argv in a fresh process; wall seconds, peak RSS (MiB), sampled tree RSS and stdout."""
+    wall, peak_mb, tree_mb, stdout = measure.measured_run(argv, scratch)
+    return {"wall_seconds": wall, "peak_rss_mb": peak_mb, "tree_rss_mb": tree_mb, "stdout": stdout}
 
 
 def run_contender(contender: Contender, corpus: Path, ids: np.ndarray) -> dict[str, Any]:

@@ -41,19 +41,18 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from measure import GNU_TIME, RSS_SAMPLE_SECONDS, measured_run
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "benchmarks" / ".data"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "read_bench.json"
-GNU_TIME = "/usr/bin/time"
 FORMATS: tuple[str, ...] = ("jsonl.gz", "parquet")
 TARGET_RATIO = 3.0
 # Matches the job's default output settings (jobs/default.yaml), so both sides
@@ -63,7 +62,6 @@ PARQUET_ROW_GROUP_ROWS = 8192
 # pyarrow's JSON reader needs every document inside one block; the largest
 # linux-doc file is about 0.3 MB, so 4 MiB leaves ample room.
 JSON_BLOCK_BYTES = 4 << 20
-RSS_SAMPLE_SECONDS = 0.05
 PYARROW_WORKER_COMMAND = "_pyarrow-worker"
 # The benchmark compares read + validate + write with pyarrow reading and
 # writing the same data; the job's later stages have no pyarrow counterpart.
@@ -157,103 +155,6 @@ def pyarrow_read_write(input_path: Path, output_path: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- measurement
-
-
-def _process_tree_rss_bytes(root_pid: int) -> int:
-    """Summed RSS of ``root_pid`` and all its descendants, from /proc (0 if unavailable)."""
-    parents: dict[int, int] = {}
-    rss_pages: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        # The command name may hold spaces or parentheses; fields resume after the last ')'.
-        fields = stat[stat.rfind(b")") + 2:].split()
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        rss_pages[pid] = int(fields[21])
-    tree, frontier = set(), [root_pid]
-    while frontier:
-        pid = frontier.pop()
-        if pid in tree or pid not in rss_pages:
-            continue
-        tree.add(pid)
-        frontier.extend(child for child, parent in parents.items() if parent == pid)
-    return sum(rss_pages[pid] for pid in tree) * os.sysconf("SC_PAGE_SIZE")
-
-
-class TreeRssSampler:
-    """Samples the summed RSS of a process tree in a background thread."""
-
-    def __init__(self, root_pid: int, interval: float = RSS_SAMPLE_SECONDS) -> None:
-        self._root_pid = root_pid
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self.peak_bytes = 0
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, _process_tree_rss_bytes(self._root_pid))
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> TreeRssSampler:
-        if os.path.isdir("/proc"):
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-
-_RUSAGE_WRAPPER = (
-    "import resource, subprocess, sys\n"
-    "code = subprocess.call(sys.argv[2:])\n"
-    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
-    "sys.exit(code)\n"
-)
-
-
-def measured_run(argv: Sequence[str], scratch: Path) -> tuple[float, float | None, float | None, str]:
-    """Runs a command in a fresh process, measuring its wall time and peak RSS.
-
-    Args:
-        argv: The command.
-        scratch: A folder for the RSS report file.
-
-    Returns:
-        Wall seconds, peak RSS of the largest single process (MiB), sampled peak
-        RSS of the whole process tree (MiB, or None), and the command's stdout.
-
-    Raises:
-        RuntimeError: If the command fails.
-    """
-    report = scratch / "rusage.txt"
-    if os.access(GNU_TIME, os.X_OK):
-        wrapped = [GNU_TIME, "-v", "-o", str(report), *argv]
-    else:
-        wrapped = [sys.executable, "-c", _RUSAGE_WRAPPER, str(report), *argv]
-    started = time.perf_counter()
-    child = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with TreeRssSampler(child.pid) as sampler:
-        stdout, stderr = child.communicate()
-    wall = time.perf_counter() - started
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with {child.returncode}:\n{stderr[-3000:]}")
-    text = report.read_text()
-    if wrapped[0] == GNU_TIME:
-        line = next(line for line in text.splitlines() if "Maximum resident set size" in line)
-        kib = int(line.rsplit(":", 1)[1])
-    else:
-        kib = int(text)  # ru_maxrss is KiB on Linux
-    tree = sampler.peak_bytes / 2**20 if sampler.peak_bytes else None
-    return wall, kib / 1024, tree, stdout
 
 
 def run_once(variant: Variant, input_path: Path, expected_rows: int) -> RunResult:
