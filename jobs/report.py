@@ -42,11 +42,12 @@ def _svg_bar_chart(labels: list[str], values: list[float], title: str, xlabel: s
     return svg[svg.index("<svg"):]
 
 
-def _table(rows: Iterable[Iterable[Any]], header: Iterable[str]) -> str:
+def _table(rows: Iterable[Iterable[Any]], header: Iterable[str], css: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    klass = f" class='{css}'" if css else ""
+    return f"<table{klass}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _cell(value: Any) -> str:
@@ -88,18 +89,26 @@ def _outputs(manifest: Mapping[str, Any]) -> str:
 
 def _dedup(section: Mapping[str, Any]) -> str:
     parts = ["<h2>Deduplication</h2>"]
-    settings = {k: v for k, v in section.items() if not isinstance(v, (dict, list))}
-    parts.append(_table(sorted(settings.items()), ["", "value"]))
-    histogram = section.get("clusters", {}).get("size_histogram")
+    lsh = section.get("lsh") or {}
+    components = section.get("components") or {}
+    candidates = section.get("candidates") or {}
+    documents = section.get("documents") or {}
+    rows = [(k, v) for k, v in sorted(section.items()) if not isinstance(v, (dict, list))]
+    rows += [(f"documents: {k}", v) for k, v in sorted(documents.items())]
+    rows += [(f"duplicates: {k}", v) for k, v in sorted((section.get("duplicates_by_kind") or {}).items())]
+    rows += [(f"lsh: {k}", v) for k, v in sorted(lsh.items())]
+    rows += [(f"candidates: {k}", v) for k, v in sorted(candidates.items())]
+    rows += [(f"components: {k}", v) for k, v in sorted(components.items())]
+    parts.append(_table(rows, ["", "value"]))
+    histogram = (section.get("clusters") or {}).get("size_histogram")
     if histogram:
         parts.append(_histogram_chart(histogram, "Duplicate clusters by size", "cluster size (documents)"))
     top = section.get("top_clusters") or []
     if top:
-        rows = []
-        for cluster in top:
-            rows.append((cluster.get("cluster_id"), cluster.get("size"), cluster.get("representative_id"),
-                         cluster.get("excerpt", "")))
-        parts.append("<h3>Largest clusters</h3>" + _table(rows, ["cluster", "size", "kept document", "excerpt"]))
+        rows = [(c.get("cluster_id"), c.get("size"), c.get("representative_id"), c.get("excerpt", ""))
+                for c in top]
+        parts.append("<h3>Largest clusters</h3>"
+                     + _table(rows, ["cluster", "size", "kept document", "excerpt"], css="wide"))
     return "".join(parts)
 
 
@@ -129,6 +138,7 @@ body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:left;font-size:14px;vertical-align:top}td:nth-child(n+2){font-variant-numeric:tabular-nums}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table.wide{table-layout:fixed;width:100%}table.wide td{overflow-wrap:anywhere}
 .status-complete{color:#176c2c}.status-failed{color:#a11}pre{background:#f6f6f6;padding:.6em;overflow:auto}
 """
 
