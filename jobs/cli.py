@@ -141,6 +141,7 @@ def summary(manifest: dict[str, Any], where: str) -> str:
     lines.append(f"partitioning: {partitioning['mode']} ({partitioning['reason']})")
     if "wall_seconds" in manifest.get("timings", {}):
         lines.append(f"wall time: {manifest['timings']['wall_seconds']:.1f} s")
+    lines.append(f"report:   {where.rstrip('/')}/report.html")
     return "\n".join(lines)
 
 
