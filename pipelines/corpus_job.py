@@ -127,7 +127,8 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None
     if plan.config.dedup.enabled:
         from corpusmill.transforms.dedup import Deduplicate
 
-        deduped = unique.docs | "Deduplicate" >> Deduplicate(plan.config.dedup, n)
+        deduped = unique.docs | "Deduplicate" >> Deduplicate(
+            plan.config.dedup, n, single_partition=plan.partitioning["mode"] == "single")
         kept = deduped["docs"]
         results.append(
             deduped["duplicates"]

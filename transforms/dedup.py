@@ -6,25 +6,29 @@ Data flow (every arrow is one step; ``P`` partitions = ``num_shards``)::
                                               signature, length, timestamp, source rank)
                                            -> bucket arrays keyed (band, key range);
                                               band -1 holds the exact hashes
+                                           -> shingle-hash sets per shard (verify = exact)
     buckets  -> GroupBuckets -> BucketStars -> exact edges | candidate edges keyed by partition
-    candidates + payload of their endpoints (fetched from the owning shard)
-             -> VerifyCandidates -> verified edges
+    candidates + payload of their endpoints (taken from the owning shard's
+             shingle sets or signatures) -> VerifyCandidates -> verified edges
     exact + verified edges -> ConnectedComponents -> (shard, node labels)
     labels + features (by shard) -> AttachFeatures -> members keyed by cluster partition
              -> ResolveClusters -> duplicates rows, ids to drop (by shard), cluster stats
-    (shard, table) + drops (by shard) -> DropDuplicates -> kept (shard, table)
+    (shard, Arrow IPC bytes) + drops (by shard) -> DropDuplicates -> kept (shard, table)
 
 Documents are named inside the stage by a uid, ``shard << 32 | row``, where
 ``row`` is the document's position in its shard sorted by id, so every step
 that looks at a shard sees the same numbering however Beam re-reads it.
-Only small per-document features travel; the text is read where it lies, in
-at most two joins on shard: the endpoints' shingle sets for exact
-verification, and the final filter.
+Only small per-document features travel. Each text is normalised and
+shingled once, in the features step; exact verification gets the endpoints'
+shingle-hash sets (uint32 values + offsets) from there. The text itself
+crosses one shuffle, the final filter, as Arrow IPC bytes: a table inside a
+CoGroupByKey value loses its type hint and would be pickled.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -37,8 +41,9 @@ from apache_beam.metrics import Metrics
 from corpusmill.schemas.config import DedupConfig
 from corpusmill.schemas.documents import DUPLICATE_SCHEMA, DuplicateKind
 from corpusmill.transforms import components, keep_policy, lsh, minhash
+from corpusmill.transforms.coders import ArrowTableCoder
 from corpusmill.transforms.dedup_components import ConnectedComponents, SHARD_SHIFT, shard_of_uid, split_by
-from corpusmill.transforms.normalize import exact_hashes, normalize_texts
+from corpusmill.transforms.normalize import exact_hashes, normalize_array
 from corpusmill.transforms.read import METRICS_NAMESPACE
 
 DEFAULT_MAX_ROUNDS = 12
@@ -46,6 +51,11 @@ EXACT_BAND = -1
 EXCERPT_CHARS = 200
 MEMBER_IDS_LISTED = 10
 _ROW_MASK = np.int64((1 << SHARD_SHIFT) - 1)
+# Large values cross shuffles in pieces of about this size: the FnApiRunner's
+# data plane copies an element several times on its way through a
+# GroupByKey, and a 60 MB table moved as one element cost about twice as much
+# as the same table in ~1 MB pieces (benchmarks in the change notes).
+PIECE_BYTES = 1 << 20
 
 
 def _counter(name: str, value: int = 1) -> None:
@@ -93,14 +103,52 @@ def _shard_uids(shard: int, n: int) -> np.ndarray:
     return (np.int64(shard) << np.int64(SHARD_SHIFT)) + np.arange(n, dtype=np.int64)
 
 
-def _normalized_texts(table: pa.Table, rows: np.ndarray, plan: DedupPlan) -> pa.Array:
-    texts = table.column("text").take(pa.array(rows, type=pa.int64())).to_pylist()
-    return pa.array(normalize_texts(texts, plan.config.normalize), type=pa.large_string())
+_TABLE_CODER = ArrowTableCoder()
 
 
-def _concat_tables(tables) -> pa.Table:
-    tables = list(tables)
-    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+def _docs_as_ipc(element: tuple[int, pa.Table]):
+    """(shard, table) -> (shard, (chunk, part, Arrow IPC bytes)) pieces of about PIECE_BYTES.
+
+    Pieces are slices of the table's chunks, numbered so that ``_tables_from_ipc``
+    rebuilds exactly the chunks it was given, in their order: the Parquet
+    writer's output depends on chunk boundaries, and the kept documents must
+    not change bytes with the piece size or the order pieces arrive in.
+    """
+    shard, table = element
+    batches = table.to_batches()
+    if not batches:
+        yield shard, (0, 0, _TABLE_CODER.encode(table))
+        return
+    for chunk, batch in enumerate(batches):
+        rows = max(1, -(-batch.num_rows * PIECE_BYTES // max(1, batch.nbytes)))
+        for part, start in enumerate(range(0, max(1, batch.num_rows), rows)):
+            piece = pa.Table.from_batches([batch.slice(start, rows)], schema=table.schema)
+            yield shard, (chunk, part, _TABLE_CODER.encode(piece))
+
+
+def _tables_from_ipc(pieces) -> pa.Table:
+    """Inverse of ``_docs_as_ipc``: the table with its original chunks."""
+    chunks = []
+    for _, parts in itertools.groupby(sorted(pieces, key=lambda p: p[:2]), key=lambda p: p[0]):
+        tables = [_TABLE_CODER.decode(encoded) for _, _, encoded in parts]
+        chunks.append(tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks())
+    return chunks[0] if len(chunks) == 1 else pa.concat_tables(chunks)
+
+
+def _csr_pieces(values: np.ndarray, offsets: np.ndarray):
+    """Yields ``(first_set, values, offsets)`` runs of whole sets of about PIECE_BYTES each."""
+    sets = offsets.shape[0] - 1
+    count = max(1, min(sets, -(-values.nbytes // PIECE_BYTES)))
+    targets = np.linspace(0, offsets[-1], count + 1)
+    bounds = np.unique(np.concatenate([[0], np.searchsorted(offsets, targets[1:-1]), [sets]]))
+    for first, last in zip(bounds[:-1], bounds[1:]):
+        yield int(first), values[offsets[first] : offsets[last]], offsets[first : last + 1] - offsets[first]
+
+
+def _csr_from_pieces(pieces) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of ``_csr_pieces``: the sets in order of their first set."""
+    pieces = sorted(pieces, key=lambda piece: piece[0])
+    return lsh.csr_concat([(values, offsets) for _, values, offsets in pieces])
 
 
 def compute_features(shard: int, table: pa.Table, plan: DedupPlan) -> dict:
@@ -110,15 +158,17 @@ def compute_features(shard: int, table: pa.Table, plan: DedupPlan) -> dict:
         A dict of aligned arrays: ``uid``, ``id`` (object), ``hash`` (n x 2
         uint64), ``signature`` (n x num_perm uint32, or None when near dedup is
         off), ``band_keys`` (n x bands uint64, or None), ``has_shingles``,
-        ``length``, ``timestamp`` (µs, ``NO_TIMESTAMP`` when null), ``rank``.
+        ``length``, ``timestamp`` (µs, ``NO_TIMESTAMP`` when null), ``rank``,
+        ``shingle_sets`` (``(values, offsets)`` CSR of uint32 shingle hashes
+        when near dedup verifies exactly, else None).
     """
     order = _sorted_by_id(table)
     ordered = table.take(pa.array(order, type=pa.int64()))
-    normalized = _normalized_texts(table, order, plan)
+    normalized = normalize_array(ordered.column("text"), plan.config.normalize)
     features = {
         "uid": _shard_uids(shard, ordered.num_rows),
         "id": np.asarray(ordered.column("id").to_pylist(), dtype=object),
-        "hash": exact_hashes(normalized.to_pylist()),
+        "hash": exact_hashes(normalized),
         "length": pc.utf8_length(ordered.column("text")).to_numpy().astype(np.int64),
         "timestamp": ordered.column("timestamp").cast(pa.int64()).fill_null(keep_policy.NO_TIMESTAMP)
         .to_numpy().astype(np.int64),
@@ -127,9 +177,15 @@ def compute_features(shard: int, table: pa.Table, plan: DedupPlan) -> dict:
         "signature": None,
         "band_keys": None,
         "has_shingles": None,
+        "shingle_sets": None,
     }
     if plan.config.near:
-        sigs = minhash.signatures(normalized, plan.params)
+        if plan.config.verify == "exact":
+            # Shingled once: the sets exact verification compares come out of
+            # the same pass as the signatures.
+            sigs, features["shingle_sets"] = minhash.signatures_and_shingle_sets(normalized, plan.params)
+        else:
+            sigs = minhash.signatures(normalized, plan.params)
         features["signature"] = sigs.astype(np.uint32)
         features["band_keys"] = minhash.band_hashes(sigs, plan.bands, plan.rows)
         # A text without words has the empty signature; every such text would
@@ -170,8 +226,13 @@ class _ComputeFeaturesDoFn(beam.DoFn):
         _counter("dedup_input_documents", table.num_rows)
         for key, arrays in bucket_arrays(features, self._plan):
             yield beam.pvalue.TaggedOutput("buckets", (key, arrays))
-        # Band keys are only needed for the buckets; features live on to the resolve step.
+        # Band keys are only needed for the buckets, shingle sets only by
+        # verification; the rest of the features live on to the resolve step.
         features.pop("band_keys")
+        shingle_sets = features.pop("shingle_sets")
+        if shingle_sets is not None:
+            for piece in _csr_pieces(*shingle_sets):
+                yield beam.pvalue.TaggedOutput("shingle_sets", (shard, piece))
         yield shard, features
         _counter("time_dedup_features_ms", int((time.perf_counter() - started) * 1000))
 
@@ -222,22 +283,17 @@ def _requested_rows(requests) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]
 class _ShingleSetPayloadDoFn(beam.DoFn):
     """Shingle-hash sets of the requested documents of one shard, sent to each requesting partition."""
 
-    def __init__(self, plan: DedupPlan):
-        self._plan = plan
-
     def process(self, element):
         started = time.perf_counter()
         shard, grouped = element
-        if not grouped["requests"] or not grouped["docs"]:
+        if not grouped["requests"] or not grouped["shingle_sets"]:
             return
-        table = _concat_tables(grouped["docs"])
+        values, offsets = _csr_from_pieces(grouped["shingle_sets"])
         rows, requests = _requested_rows(grouped["requests"])
-        order = _sorted_by_id(table)
-        normalized = _normalized_texts(table, order[rows], self._plan)
-        values, offsets = minhash.shingle_sets(normalized, self._plan.config.ngram)
         for partition, uids in requests:
-            position = np.searchsorted(rows, uids & _ROW_MASK)
-            yield partition, (uids, *lsh.csr_take(values, offsets, position))
+            requested_values, requested_offsets = lsh.csr_take(values, offsets, uids & _ROW_MASK)
+            for first, part_values, part_offsets in _csr_pieces(requested_values, requested_offsets):
+                yield partition, (uids[first : first + part_offsets.shape[0] - 1], part_values, part_offsets)
         _counter("dedup_payload_documents", rows.size)
         _counter("time_dedup_payload_ms", int((time.perf_counter() - started) * 1000))
 
@@ -435,7 +491,7 @@ class _DropDuplicatesDoFn(beam.DoFn):
             if grouped["drops"]:
                 _counter("dedup_drops_without_documents", sum(len(d[0]) for d in grouped["drops"]))
             return
-        table = _concat_tables(grouped["docs"])
+        table = _tables_from_ipc(grouped["docs"])
         kept = table
         if grouped["drops"]:
             drop_ids = np.concatenate([d[0] for d in grouped["drops"]])
@@ -517,7 +573,7 @@ def build_stats(acc: dict, top_clusters: list[dict], plan: DedupPlan) -> dict:
     config = plan.config
     by_kind = {k: acc["by_kind"].get(k, 0) for k in DuplicateKind.ALL}
     components_record = acc["components"] or {"mode": None, "edges": 0, "requested": config.components,
-                                              "max_rounds": plan.max_rounds}
+                                              "max_rounds": plan.max_rounds, "reason": None}
     rounds = None
     if components_record["mode"] == "distributed":
         checksums = [acc["rounds"].get(r, (0, 0)) for r in range(plan.max_rounds + 1)]
@@ -548,6 +604,7 @@ def build_stats(acc: dict, top_clusters: list[dict], plan: DedupPlan) -> dict:
         "components": {
             "mode": components_record["mode"],
             "requested": config.components,
+            "reason": components_record["reason"],
             "edges": components_record["edges"],
             "single_worker_max_edges": config.single_worker_max_edges,
             "max_rounds": plan.max_rounds,
@@ -577,12 +634,19 @@ class Deduplicate(beam.PTransform):
             shuffles inside the stage.
         max_rounds: Large-star / small-star rounds unrolled for distributed
             connected components.
+        single_partition: The input is known to fit one partition (the job
+            planned a single shard): ``components = auto`` then resolves to
+            the single-worker union-find when the pipeline is built, and the
+            distributed rounds are left out of the graph. The stats record
+            the mode and the reason.
     """
 
-    def __init__(self, config: DedupConfig, num_shards: int, max_rounds: int = DEFAULT_MAX_ROUNDS):
+    def __init__(self, config: DedupConfig, num_shards: int, max_rounds: int = DEFAULT_MAX_ROUNDS,
+                 single_partition: bool = False):
         super().__init__()
         self._config = config
         self._plan = DedupPlan.from_config(config, num_shards, max_rounds)
+        self._single_partition = single_partition
 
     def expand(self, shards):
         plan, config = self._plan, self._config
@@ -593,7 +657,7 @@ class Deduplicate(beam.PTransform):
                 "stats": shards.pipeline | "DedupDisabled" >> beam.Create([{"enabled": False}]),
             }
         features = shards | "ComputeDedupFeatures" >> beam.ParDo(_ComputeFeaturesDoFn(plan)).with_outputs(
-            "buckets", main="features")
+            "buckets", "shingle_sets", main="features")
         stars = (
             features.buckets
             | "GroupBuckets" >> beam.GroupByKey()
@@ -606,9 +670,9 @@ class Deduplicate(beam.PTransform):
             requests = stars.candidates | "PayloadRequests" >> beam.FlatMap(_payload_requests)
             if config.verify == "exact":
                 payload = (
-                    {"docs": shards, "requests": requests}
-                    | "JoinRequestsWithDocs" >> beam.CoGroupByKey()
-                    | "ShingleSetPayload" >> beam.ParDo(_ShingleSetPayloadDoFn(plan))
+                    {"shingle_sets": features.shingle_sets, "requests": requests}
+                    | "JoinRequestsWithShingleSets" >> beam.CoGroupByKey()
+                    | "ShingleSetPayload" >> beam.ParDo(_ShingleSetPayloadDoFn())
                 )
             else:
                 payload = (
@@ -625,7 +689,8 @@ class Deduplicate(beam.PTransform):
             stats.append(verified.stats)
         edges = tuple(edge_sets) | "AllDuplicateEdges" >> beam.Flatten()
         clusters = edges | "ConnectedComponents" >> ConnectedComponents(
-            config.components, config.single_worker_max_edges, plan.num_partitions, plan.max_rounds)
+            config.components, config.single_worker_max_edges, plan.num_partitions, plan.max_rounds,
+            single_partition=self._single_partition)
         stats.append(clusters["stats"])
         resolved = (
             {"labels": clusters["labels"], "features": features.features}
@@ -639,7 +704,7 @@ class Deduplicate(beam.PTransform):
         top_clusters = resolved.clusters | "TopClusters" >> beam.CombineGlobally(
             _TopClustersFn(config.report_top_clusters))
         kept = (
-            {"docs": shards, "drops": resolved.drops}
+            {"docs": shards | "DocsAsArrowIpcPieces" >> beam.FlatMap(_docs_as_ipc), "drops": resolved.drops}
             | "JoinDropsWithDocs" >> beam.CoGroupByKey()
             | "DropDuplicates" >> beam.ParDo(
                 _DropDuplicatesDoFn(), beam.pvalue.AsSingleton(top_clusters)).with_outputs(

@@ -9,7 +9,10 @@ Two ways to label them, chosen by ``mode``:
   keyed by node partition, unrolled ``max_rounds`` times. No step holds more
   than one partition's edges.
 * ``auto``: counts the edges in the pipeline and routes them to one branch;
-  both branches are in the graph, the other one sees no data.
+  both branches are in the graph, the other one sees no data. When the input
+  is known to be a single partition (``single_partition``), ``auto`` resolves
+  to ``single`` when the pipeline is built, and the distributed rounds (2 x
+  ``max_rounds`` + 1 shuffles) are not in the graph at all.
 
 Every round reports the checksum of its input edge set; equal checksums of
 consecutive rounds prove convergence (see ``components.rounds_to_converge``).
@@ -66,6 +69,17 @@ def choose_mode(requested: str, edge_count: int, single_worker_max_edges: int) -
     return "single" if edge_count <= single_worker_max_edges else "distributed"
 
 
+def mode_reason(requested: str, mode: str, edge_count: int, single_worker_max_edges: int,
+                single_partition: bool) -> str:
+    """Why ``mode`` ran, for the manifest."""
+    if requested != "auto":
+        return f"components = {requested} requested"
+    if single_partition:
+        return "auto with a single-partition input: single-worker union-find chosen when the pipeline was built"
+    relation = "<=" if mode == "single" else ">"
+    return f"auto: {edge_count} edges {relation} single_worker_max_edges {single_worker_max_edges}"
+
+
 class _RouteEdgesDoFn(beam.DoFn):
     def __init__(self, requested: str, single_worker_max_edges: int):
         self._requested = requested
@@ -75,11 +89,13 @@ class _RouteEdgesDoFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(choose_mode(self._requested, edge_count, self._max_edges), edges)
 
 
-def _mode_record(edge_count: int, requested: str, single_worker_max_edges: int, max_rounds: int) -> dict:
-    mode = choose_mode(requested, edge_count, single_worker_max_edges)
+def _mode_record(edge_count: int, requested: str, resolved: str, single_worker_max_edges: int, max_rounds: int,
+                 single_partition: bool) -> dict:
+    mode = choose_mode(resolved, edge_count, single_worker_max_edges)
     Metrics.counter(METRICS_NAMESPACE, f"dedup_components_{mode}").inc()
     return {"type": "components", "mode": mode, "requested": requested, "edges": int(edge_count),
-            "single_worker_max_edges": single_worker_max_edges, "max_rounds": max_rounds}
+            "single_worker_max_edges": single_worker_max_edges, "max_rounds": max_rounds,
+            "reason": mode_reason(requested, mode, edge_count, single_worker_max_edges, single_partition)}
 
 
 class _UnionFindDoFn(beam.DoFn):
@@ -173,13 +189,18 @@ class ConnectedComponents(beam.PTransform):
         single_worker_max_edges: Largest edge count ``auto`` labels on one worker.
         num_partitions: Node partitions of each distributed round.
         max_rounds: Large-star / small-star rounds unrolled in the pipeline.
+        single_partition: The whole input is one partition (it already fits
+            one worker): ``auto`` resolves to ``single`` at construction.
     """
 
-    def __init__(self, mode: str, single_worker_max_edges: int, num_partitions: int, max_rounds: int):
+    def __init__(self, mode: str, single_worker_max_edges: int, num_partitions: int, max_rounds: int,
+                 single_partition: bool = False):
         super().__init__()
         if mode not in COMPONENT_MODES:
             raise ValueError(f"components mode {mode!r}; allowed: {', '.join(COMPONENT_MODES)}")
-        self._mode = mode
+        self._requested = mode
+        self._single_partition = single_partition
+        self._mode = "single" if mode == "auto" and single_partition else mode
         self._max_edges = single_worker_max_edges
         self._partitions = max(1, num_partitions)
         self._max_rounds = max_rounds
@@ -191,20 +212,25 @@ class ConnectedComponents(beam.PTransform):
             | "SumEdges" >> beam.CombineGlobally(sum)
         )
         mode_stats = edge_count | "RecordComponentsMode" >> beam.Map(
-            _mode_record, self._mode, self._max_edges, self._max_rounds)
-        routed = edges | "RouteEdges" >> beam.ParDo(
-            _RouteEdgesDoFn(self._mode, self._max_edges), beam.pvalue.AsSingleton(edge_count)
-        ).with_outputs("single", "distributed")
+            _mode_record, self._requested, self._mode, self._max_edges, self._max_rounds, self._single_partition)
+        if self._mode == "auto":
+            routed = edges | "RouteEdges" >> beam.ParDo(
+                _RouteEdgesDoFn(self._mode, self._max_edges), beam.pvalue.AsSingleton(edge_count)
+            ).with_outputs("single", "distributed")
+            single_edges, distributed_edges = routed.single, routed.distributed
+        else:
+            # The branch is known: no routing step waiting on the edge count.
+            single_edges = distributed_edges = edges
         labels, stats = [], [mode_stats]
         if self._mode in ("auto", "single"):
             labels.append(
-                routed.single
+                single_edges
                 | "KeyAllEdgesTogether" >> beam.Map(lambda e: (0, e))
                 | "GatherAllEdges" >> beam.GroupByKey()
                 | "UnionFind" >> beam.ParDo(_UnionFindDoFn())
             )
         if self._mode in ("auto", "distributed"):
-            current = routed.distributed
+            current = distributed_edges
             for r in range(self._max_rounds):
                 large = (
                     current

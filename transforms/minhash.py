@@ -55,6 +55,7 @@ __all__ = [
     "shingle_sets",
     "shingles",
     "signatures",
+    "signatures_and_shingle_sets",
 ]
 
 Scheme = Literal["legacy", "affine32"]
@@ -542,11 +543,115 @@ def shingle_sets(texts: Texts, ngram: int = 5, num_threads: int | None = None) -
         _nb_shingle_sets(data, offsets, _block_bounds(offsets, threads), np.int64(ngram), starts, out, counts)
     finally:
         numba.set_num_threads(previous_threads)
-    csr_offsets = np.zeros(num_docs + 1, dtype=np.int64)
+    return _compact_sets(out, starts, counts)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _nb_compact(scratch, starts, counts, csr_offsets, out):
+    for doc in numba.prange(starts.shape[0]):
+        out[csr_offsets[doc] : csr_offsets[doc] + counts[doc]] = scratch[starts[doc] : starts[doc] + counts[doc]]
+
+
+def _compact_sets(scratch: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gathers each doc's prefix of its scratch region into the compact CSR layout."""
+    csr_offsets = np.zeros(starts.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=csr_offsets[1:])
-    # Gather each doc's prefix of its scratch region into the compact layout.
-    positions = np.repeat(starts - csr_offsets[:-1], counts) + np.arange(csr_offsets[-1], dtype=np.int64)
-    return out[positions], csr_offsets
+    values = np.empty(int(csr_offsets[-1]), dtype=np.uint32)
+    _nb_compact(scratch, starts, counts, csr_offsets, values)
+    return values, csr_offsets
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _nb_signatures_and_sets(data, offsets, block_bounds, ngram, perm_a, perm_b, legacy, starts, sig_out,
+                            set_out, counts):
+    num_perm = perm_a.shape[0]
+    num_blocks = block_bounds.shape[0] - 1
+    for block in numba.prange(num_blocks):
+        first_doc = block_bounds[block]
+        last_doc = block_bounds[block + 1]
+        longest = 0
+        for doc in range(first_doc, last_doc):
+            longest = max(longest, offsets[doc + 1] - offsets[doc])
+        hashes = np.empty((longest + 1) // 2 + 2, dtype=np.uint64)
+        row = np.empty(num_perm, dtype=np.uint64)
+        for doc in range(first_doc, last_doc):
+            num_words = _nb_raw_word_hashes(data, offsets[doc], offsets[doc + 1], hashes)
+            row[:] = _U64_EMPTY
+            unique = 0
+            if num_words > 0:
+                for j in range(num_words):
+                    hashes[j] = _nb_fmix64(hashes[j])
+                width = min(ngram, num_words)
+                num_shingles = max(1, num_words - ngram + 1)
+                # The in-place n-gram fold of _nb_signatures / _nb_shingle_sets.
+                for j in range(num_shingles):
+                    h = _U64_SHINGLE_SEED
+                    for t in range(width):
+                        h = (h ^ hashes[j + t]) * _U64_SHINGLE_MULTIPLIER
+                    hashes[j] = _nb_fmix64(h) >> _U64_SHIFT_32
+                ordered = np.sort(hashes[:num_shingles])
+                start = starts[doc]
+                # A minimum does not depend on order or repeats: permuting
+                # each distinct shingle once gives _nb_signatures' row.
+                for j in range(num_shingles):
+                    hv = ordered[j]
+                    if j > 0 and hv == ordered[j - 1]:
+                        continue
+                    set_out[start + unique] = np.uint32(hv)
+                    unique += 1
+                    if legacy:
+                        for k in range(num_perm):
+                            x = perm_a[k] * hv + perm_b[k]
+                            x = (x & _U64_MERSENNE_61) + (x >> _U64_SHIFT_61)
+                            if x >= _U64_MERSENNE_61:
+                                x -= _U64_MERSENNE_61
+                            row[k] = min(row[k], x & _U64_MASK32)
+                    else:
+                        mixed = _nb_fmix32(hv)
+                        for k in range(num_perm):
+                            row[k] = min(row[k], (perm_a[k] * mixed + perm_b[k]) & _U64_MASK32)
+            counts[doc] = unique
+            sig_out[doc, :] = row
+
+
+def signatures_and_shingle_sets(texts: Texts, params: MinHashParams = MinHashParams(),
+                                num_threads: int | None = None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """``signatures`` and ``shingle_sets`` of one batch in one pass over the text.
+
+    Each text is tokenised and its shingles hashed once; the signature is
+    computed over the distinct shingle hashes, which gives the same minima.
+
+    Args:
+        texts: Normalised texts (as for ``signatures``).
+        params: Kernel parameters (``params.ngram`` also shapes the sets).
+        num_threads: Threads for this call (default: numba's).
+
+    Returns:
+        ``(signatures, (values, offsets))``, equal to
+        ``signatures(texts, params)`` and ``shingle_sets(texts, params.ngram)``.
+    """
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    if not isinstance(texts, pa.Array):
+        texts = pa.array(texts, type=pa.large_string())
+    num_docs = len(texts)
+    sigs = np.empty((num_docs, params.num_perm), dtype=np.uint64)
+    if num_docs == 0:
+        return sigs, (np.empty(0, dtype=np.uint32), np.zeros(1, dtype=np.int64))
+    data, offsets = _utf8_buffers(texts)
+    starts = offsets[:-1] // 2 + np.arange(num_docs, dtype=np.int64)
+    scratch = np.empty(int(offsets[-1] // 2 + num_docs), dtype=np.uint32)
+    counts = np.zeros(num_docs, dtype=np.int64)
+    perm_a, perm_b = permutations(params)
+    previous_threads = numba.get_num_threads()
+    threads = previous_threads if num_threads is None else max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    try:
+        _nb_signatures_and_sets(data, offsets, _block_bounds(offsets, threads), np.int64(params.ngram), perm_a,
+                                perm_b, params.scheme == "legacy", starts, sigs, scratch, counts)
+        return sigs, _compact_sets(scratch, starts, counts)
+    finally:
+        numba.set_num_threads(previous_threads)
 
 
 # --------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def _balanced(stats_list):
     assert documents["input"] == documents["kept"] + documents["duplicates"], documents
 
 
-def run_dedup(sample_shards, tmp_path: Path, **config) -> dict:
+def run_dedup(sample_shards, tmp_path: Path, single_partition: bool = False, **config) -> dict:
     """Runs Deduplicate and returns its collected outputs."""
     out = tmp_path / uuid.uuid4().hex
     out.mkdir()
@@ -88,7 +88,8 @@ def run_dedup(sample_shards, tmp_path: Path, **config) -> dict:
             | "Shards" >> beam.Create(list(range(NUM_SHARDS)), reshuffle=False)
             | "LoadShards" >> beam.Map(_load_shard, str(sample_shards["root"]))
         )
-        result = shards | "Dedup" >> Deduplicate(DedupConfig(**config), NUM_SHARDS, max_rounds=6)
+        result = shards | "Dedup" >> Deduplicate(DedupConfig(**config), NUM_SHARDS, max_rounds=6,
+                                                 single_partition=single_partition)
         assert_that(result["stats"], _balanced, label="StatsBalance")
         for name in ("docs", "duplicates", "stats"):
             _ = result[name] | f"Collect{name.title()}" >> beam.Map(_dump, str(out), name)
@@ -171,6 +172,7 @@ def test_finds_exact_and_near_duplicates_and_accounts_for_every_document(default
     assert any("arm/" in _path(r["id"]) for r in moved)
     assert stats["verification"] == "exact" and stats["candidates"]["rejected"] >= 0
     assert stats["components"]["mode"] == "single" and stats["components"]["requested"] == "auto"
+    assert stats["components"]["reason"].startswith("auto: ") and "<=" in stats["components"]["reason"]
     assert stats["clusters"]["count"] == len(clusters_of(default_run))
     assert sum(int(size) * count for size, count in stats["clusters"]["size_histogram"].items()) \
         == stats["documents"]["duplicates"] + stats["clusters"]["count"]
@@ -210,3 +212,35 @@ def test_source_priority_keeps_the_preferred_source(sample_shards, tmp_path):
     check_keep_policy(result, sample_shards["docs"], "source_priority")
     assert {row["kind"] for row in result["duplicates"]} == {"exact"}
     assert result["stats"]["verification"] == "not_run"
+
+
+def transform_labels(transform: beam.PTransform) -> list[str]:
+    """Full labels of every step a transform expands to (the pipeline is built, not run)."""
+    pipeline = beam.Pipeline()
+    _ = pipeline | "NoShards" >> beam.Create([]) | "Dedup" >> transform
+    labels = []
+
+    class Labels(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            labels.append(node.full_label)
+
+        def enter_composite_transform(self, node):
+            labels.append(node.full_label)
+
+    pipeline.visit(Labels())
+    return labels
+
+
+def test_single_partition_resolves_auto_components_when_built(default_run, sample_shards, tmp_path):
+    def distributed_steps(labels):
+        return [label for label in labels if "Round" in label or "RouteEdges" in label or "FinalStars" in label]
+
+    assert distributed_steps(transform_labels(Deduplicate(DedupConfig(), 1, max_rounds=6)))
+    assert distributed_steps(transform_labels(Deduplicate(DedupConfig(), 1, max_rounds=6,
+                                                          single_partition=True))) == []
+    result = run_dedup(sample_shards, tmp_path, single_partition=True)
+    assert clusters_of(result) == clusters_of(default_run)
+    components = result["stats"]["components"]
+    assert (components["mode"], components["requested"]) == ("single", "auto")
+    assert "single-partition" in components["reason"]
+    check_accounting(result, sample_shards["docs"])

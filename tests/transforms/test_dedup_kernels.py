@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from corpusmill.schemas.config import DedupConfig, NormalizeConfig
 from corpusmill.transforms import components, keep_policy, lsh, minhash
+from corpusmill.transforms import dedup
 from corpusmill.transforms.dedup import DedupPlan, bucket_arrays, compute_features, resolve_clusters
-from corpusmill.transforms.normalize import exact_hashes, normalize_text, normalize_texts
+from corpusmill.transforms.normalize import exact_hashes, normalize_array, normalize_text, normalize_texts
 
 SAMPLE = Path(__file__).resolve().parents[2] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
 
@@ -30,6 +31,23 @@ def sample_records() -> list[dict]:
 
 WORDS = st.sampled_from(["alpha", "beta", "gamma", "delta", "Delta", "ÉPSILON", "ﬁ", "x", "—", "a,b"])
 TEXTS = st.lists(WORDS, min_size=0, max_size=30).map(" ".join)
+
+# Every str.split() whitespace character, plus characters where a per-code-point
+# (Arrow / utf8proc) implementation would differ from Python's: U+0130 lowercases
+# to two code points, a capital sigma lowercases by context (final sigma),
+# combining marks compose under NFKC (also across ASCII letters), full-width and
+# ligature forms decompose, U+1E9E and U+00DF case, punctuation of every script.
+SPLIT_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(
+    chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000"
+TRICKY = "İΣσςΑaAzZé\u0301\u0308\u0323ǅﬁＦ㎏ẞß,.!?-_'\"¿«»、。‐\u200b\u00ad"
+UNICODE_TEXTS = st.text(st.one_of(
+    st.characters(codec="utf-8"),
+    st.sampled_from(SPLIT_WHITESPACE),
+    st.sampled_from(TRICKY),
+    st.characters(min_codepoint=32, max_codepoint=126),
+), max_size=60)
+CONFIGS = st.builds(NormalizeConfig, nfkc=st.booleans(), lowercase=st.booleans(),
+                    collapse_whitespace=st.booleans(), strip_punctuation=st.booleans())
 
 
 def brute_force_components(nodes, edges) -> dict[int, int]:
@@ -74,6 +92,27 @@ def test_exact_hashes_are_xxh3_128_split_in_two_columns(texts):
         assert (high << 64) | low == xxhash.xxh3_128_intdigest(text.encode("utf-8"))
 
 
+@given(st.lists(UNICODE_TEXTS, max_size=12), CONFIGS)
+@settings(max_examples=400, deadline=None)
+def test_normalize_array_equals_the_python_reference_on_random_unicode(texts, config):
+    expected = normalize_texts(texts, config)
+    for array in (pa.array(texts, pa.string()), pa.chunked_array([pa.array(texts, pa.large_string())])):
+        normalized = normalize_array(array, config)
+        assert normalized.type == pa.large_string()
+        assert normalized.to_pylist() == expected
+    # Hashes read from the Arrow buffer equal hashes of the Python strings.
+    assert (exact_hashes(normalized) == exact_hashes(expected)).all()
+
+
+def test_normalize_array_equals_the_python_reference_on_real_documents(real_texts):
+    lines = "\n".join(real_texts[:40]).split("\n")
+    # Mixed-script lines next to ASCII lines exercise the line-wise Python pass.
+    texts = real_texts[:200] + ["\n".join(["İSTANBUL ΟΔΟΣ", *lines[:50], "ＦＵＬＬ\u00a0ｗｉｄｔｈ"])]
+    for config in (NormalizeConfig(), NormalizeConfig(strip_punctuation=True),
+                   NormalizeConfig(nfkc=False, lowercase=False)):
+        assert normalize_array(pa.array(texts), config).to_pylist() == normalize_texts(texts, config)
+
+
 def test_case_and_spacing_variants_hash_equal():
     a, b, c = normalize_texts(["Hello   World\n", "hello world", "hello, world"])
     hashes = exact_hashes([a, b, c])
@@ -91,6 +130,17 @@ def test_shingle_sets_equal_the_reference_shingles(texts, ngram):
     for i, text in enumerate(texts):
         expected = sorted({minhash.shingle_hash(s) for s in minhash.shingles(text, ngram)})
         assert values[offsets[i]:offsets[i + 1]].tolist() == expected
+
+
+@given(st.lists(st.one_of(TEXTS, UNICODE_TEXTS), max_size=12), st.integers(1, 6),
+       st.sampled_from(["legacy", "affine32"]))
+@settings(max_examples=60, deadline=None)
+def test_signatures_and_shingle_sets_in_one_pass_equal_the_separate_kernels(texts, ngram, scheme):
+    params = minhash.MinHashParams(num_perm=16, ngram=ngram, seed=3, scheme=scheme)
+    sigs, (values, offsets) = minhash.signatures_and_shingle_sets(texts, params)
+    expected_values, expected_offsets = minhash.shingle_sets(texts, ngram)
+    assert np.array_equal(sigs, minhash.signatures(texts, params))
+    assert np.array_equal(values, expected_values) and np.array_equal(offsets, expected_offsets)
 
 
 def test_shingle_sets_on_real_documents(real_texts):
@@ -313,3 +363,33 @@ def test_lsh_plan_defaults_to_datasketch_optimum():
     assert (plan.bands, plan.rows) == minhash.lsh_params(0.8, 128)
     assert plan.num_partitions == 5 and plan.num_ranges == 8
     assert DedupPlan.from_config(DedupConfig(bands=16, rows=8), 1, 4).bands == 16
+
+
+# ---------------------------------------------------------------- shuffle pieces
+
+
+def test_docs_cross_the_shuffle_in_pieces_and_come_back_with_their_chunks(real_texts, monkeypatch):
+    monkeypatch.setattr(dedup, "PIECE_BYTES", 50_000)
+    chunks = [pa.table({"id": [f"d{i}" for i in range(n)], "text": real_texts[:n]}) for n in (40, 1, 120)]
+    table = pa.concat_tables(chunks)
+    pieces = list(dedup._docs_as_ipc((3, table)))
+    assert len(pieces) > 3 and {shard for shard, _ in pieces} == {3}
+    assert max(len(encoded) for _, (_, _, encoded) in pieces) < 4 * 50_000 + max(map(len, real_texts[:120])) * 4
+    # Pieces arrive in any order; the table comes back with the same chunk boundaries.
+    rebuilt = dedup._tables_from_ipc([piece for _, piece in reversed(pieces)])
+    assert rebuilt.equals(table)
+    assert [len(c) for c in rebuilt.column("text").chunks] == [len(c) for c in table.column("text").chunks]
+    empty = table.schema.empty_table()
+    (only,) = dedup._docs_as_ipc((0, empty))
+    assert dedup._tables_from_ipc([only[1]]).num_rows == 0
+
+
+def test_shingle_sets_cross_the_shuffle_in_pieces(real_texts, monkeypatch):
+    monkeypatch.setattr(dedup, "PIECE_BYTES", 20_000)
+    values, offsets = minhash.shingle_sets(real_texts[:60] + ["", "one"], 5)
+    pieces = list(dedup._csr_pieces(values, offsets))
+    assert len(pieces) > 3 and pieces[0][0] == 0
+    assert sum(p[2].shape[0] - 1 for p in pieces) == offsets.shape[0] - 1
+    rebuilt_values, rebuilt_offsets = dedup._csr_from_pieces(pieces[::-1])
+    assert np.array_equal(rebuilt_values, values) and np.array_equal(rebuilt_offsets, offsets)
+    assert list(dedup._csr_pieces(np.empty(0, np.uint32), np.zeros(1, np.int64))) == []
