@@ -335,6 +335,43 @@ def _nb_raw_word_hashes(data, start, end, out):
     return count
 
 
+@numba.njit(inline="always", cache=True)
+def _nb_shingle_hashes(hashes, num_words, ngram):
+    """Turns raw word hashes into 32-bit shingle hashes in place; returns their count.
+
+    Shingle j reads word hashes j..j+width-1 (>= j) before overwriting slot j.
+    """
+    for j in range(num_words):
+        hashes[j] = _nb_fmix64(hashes[j])
+    width = min(ngram, num_words)
+    num_shingles = max(1, num_words - ngram + 1)
+    for j in range(num_shingles):
+        h = _U64_SHINGLE_SEED
+        for t in range(width):
+            h = (h ^ hashes[j + t]) * _U64_SHINGLE_MULTIPLIER
+        hashes[j] = _nb_fmix64(h) >> _U64_SHIFT_32
+    return num_shingles
+
+
+@numba.njit(inline="always", cache=True)
+def _nb_permute_into(row, hv, perm_a, perm_b, legacy):
+    """Lowers ``row`` to the permuted values of one shingle hash (datasketch's math)."""
+    num_perm = perm_a.shape[0]
+    if legacy:
+        for k in range(num_perm):
+            # a*hv+b wraps mod 2**64 as in datasketch's numpy uint64 code; then
+            # mod 2**61-1 by folding, since 2**61 == 1 (mod p): x == (x & p) + (x >> 61).
+            x = perm_a[k] * hv + perm_b[k]
+            x = (x & _U64_MERSENNE_61) + (x >> _U64_SHIFT_61)
+            if x >= _U64_MERSENNE_61:
+                x -= _U64_MERSENNE_61
+            row[k] = min(row[k], x & _U64_MASK32)
+    else:
+        mixed = _nb_fmix32(hv)
+        for k in range(num_perm):
+            row[k] = min(row[k], (perm_a[k] * mixed + perm_b[k]) & _U64_MASK32)
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _nb_signatures(data, offsets, block_bounds, ngram, perm_a, perm_b, legacy, out):
     num_perm = perm_a.shape[0]
@@ -354,17 +391,7 @@ def _nb_signatures(data, offsets, block_bounds, ngram, perm_a, perm_b, legacy, o
             num_words = _nb_raw_word_hashes(data, offsets[doc], offsets[doc + 1], hashes)
             row[:] = _U64_EMPTY
             if num_words > 0:
-                for j in range(num_words):
-                    hashes[j] = _nb_fmix64(hashes[j])
-                width = min(ngram, num_words)
-                num_shingles = max(1, num_words - ngram + 1)
-                # In place: shingle j reads word hashes j..j+width-1 (>= j) before
-                # overwriting slot j.
-                for j in range(num_shingles):
-                    h = _U64_SHINGLE_SEED
-                    for t in range(width):
-                        h = (h ^ hashes[j + t]) * _U64_SHINGLE_MULTIPLIER
-                    hashes[j] = _nb_fmix64(h) >> _U64_SHIFT_32
+                num_shingles = _nb_shingle_hashes(hashes, num_words, ngram)
                 previous = _U64_EMPTY + np.uint64(1)  # never a 32-bit hash
                 for j in range(num_shingles):
                     hv = hashes[j]
@@ -373,20 +400,7 @@ def _nb_signatures(data, offsets, block_bounds, ngram, perm_a, perm_b, legacy, o
                     if hv == previous:
                         continue
                     previous = hv
-                    if legacy:
-                        for k in range(num_perm):
-                            # a*hv+b wraps mod 2**64 as in datasketch's numpy
-                            # uint64 code; then mod 2**61-1 by folding, since
-                            # 2**61 == 1 (mod p): x == (x & p) + (x >> 61).
-                            x = perm_a[k] * hv + perm_b[k]
-                            x = (x & _U64_MERSENNE_61) + (x >> _U64_SHIFT_61)
-                            if x >= _U64_MERSENNE_61:
-                                x -= _U64_MERSENNE_61
-                            row[k] = min(row[k], x & _U64_MASK32)
-                    else:
-                        mixed = _nb_fmix32(hv)
-                        for k in range(num_perm):
-                            row[k] = min(row[k], (perm_a[k] * mixed + perm_b[k]) & _U64_MASK32)
+                    _nb_permute_into(row, hv, perm_a, perm_b, legacy)
             out[doc, :] = row
 
 
@@ -485,17 +499,8 @@ def _nb_shingle_sets(data, offsets, block_bounds, ngram, starts, out, counts):
             if num_words == 0:
                 counts[doc] = 0
                 continue
-            for j in range(num_words):
-                hashes[j] = _nb_fmix64(hashes[j])
-            width = min(ngram, num_words)
-            num_shingles = max(1, num_words - ngram + 1)
-            # Same in-place n-gram fold as _nb_signatures, so the values are
-            # exactly the ones the signatures were computed from.
-            for j in range(num_shingles):
-                h = _U64_SHINGLE_SEED
-                for t in range(width):
-                    h = (h ^ hashes[j + t]) * _U64_SHINGLE_MULTIPLIER
-                hashes[j] = _nb_fmix64(h) >> _U64_SHIFT_32
+            # The same shingle hashes the signatures are computed from.
+            num_shingles = _nb_shingle_hashes(hashes, num_words, ngram)
             ordered = np.sort(hashes[:num_shingles])
             start = starts[doc]
             unique = 0
@@ -579,16 +584,7 @@ def _nb_signatures_and_sets(data, offsets, block_bounds, ngram, perm_a, perm_b, 
             row[:] = _U64_EMPTY
             unique = 0
             if num_words > 0:
-                for j in range(num_words):
-                    hashes[j] = _nb_fmix64(hashes[j])
-                width = min(ngram, num_words)
-                num_shingles = max(1, num_words - ngram + 1)
-                # The in-place n-gram fold of _nb_signatures / _nb_shingle_sets.
-                for j in range(num_shingles):
-                    h = _U64_SHINGLE_SEED
-                    for t in range(width):
-                        h = (h ^ hashes[j + t]) * _U64_SHINGLE_MULTIPLIER
-                    hashes[j] = _nb_fmix64(h) >> _U64_SHIFT_32
+                num_shingles = _nb_shingle_hashes(hashes, num_words, ngram)
                 ordered = np.sort(hashes[:num_shingles])
                 start = starts[doc]
                 # A minimum does not depend on order or repeats: permuting
@@ -599,17 +595,7 @@ def _nb_signatures_and_sets(data, offsets, block_bounds, ngram, perm_a, perm_b, 
                         continue
                     set_out[start + unique] = np.uint32(hv)
                     unique += 1
-                    if legacy:
-                        for k in range(num_perm):
-                            x = perm_a[k] * hv + perm_b[k]
-                            x = (x & _U64_MERSENNE_61) + (x >> _U64_SHIFT_61)
-                            if x >= _U64_MERSENNE_61:
-                                x -= _U64_MERSENNE_61
-                            row[k] = min(row[k], x & _U64_MASK32)
-                    else:
-                        mixed = _nb_fmix32(hv)
-                        for k in range(num_perm):
-                            row[k] = min(row[k], (perm_a[k] * mixed + perm_b[k]) & _U64_MASK32)
+                    _nb_permute_into(row, hv, perm_a, perm_b, legacy)
             counts[doc] = unique
             sig_out[doc, :] = row
 
