@@ -41,6 +41,15 @@ class FileStats:
     rows_lost_in_damage: int = 0
 
 
+def _file_line(line: bytes, index: int, file: InputFile, builder: BatchBuilder, stats: FileStats) -> None:
+    """Validates one JSONL line, or counts it as blank."""
+    if line.strip():
+        builder.add_json_line(line, file.relpath, index)
+        stats.records += 1
+    else:
+        stats.blank_lines += 1
+
+
 def read_jsonl(file: InputFile, raw: HashingReader, builder: BatchBuilder,
                stats: FileStats) -> Iterator[tuple[str, pa.RecordBatch]]:
     """Reads JSON Lines (plain, gzip or zstd); a damaged tail becomes one rejected record."""
@@ -59,19 +68,11 @@ def read_jsonl(file: InputFile, raw: HashingReader, builder: BatchBuilder,
             lines = io.BytesIO(tail + block if tail else block).readlines()
             tail = lines.pop() if not lines[-1].endswith(b"\n") else b""
             for line in lines:
-                if line.strip():
-                    builder.add_json_line(line, file.relpath, index)
-                    stats.records += 1
-                else:
-                    stats.blank_lines += 1
+                _file_line(line, index, file, builder, stats)
                 index += 1
             yield from builder.take()
         if tail:
-            if tail.strip():
-                builder.add_json_line(tail, file.relpath, index)
-                stats.records += 1
-            else:
-                stats.blank_lines += 1
+            _file_line(tail, index, file, builder, stats)
             index += 1
     except DAMAGE_ERRORS as error:
         reason = damage_reason(error)

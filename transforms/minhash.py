@@ -372,6 +372,19 @@ def _nb_permute_into(row, hv, perm_a, perm_b, legacy):
             row[k] = min(row[k], (perm_a[k] * mixed + perm_b[k]) & _U64_MASK32)
 
 
+@numba.njit(inline="always", cache=True)
+def _nb_block_scratch(offsets, first_doc, last_doc, num_perm):
+    """Scratch buffers for one block of documents: word/shingle hashes and a signature row.
+
+    Words are separated by at least one byte, so a doc of L bytes has at most
+    (L + 1) // 2 words, plus the tokenizer's spare slot; one buffer serves the block.
+    """
+    longest = 0
+    for doc in range(first_doc, last_doc):
+        longest = max(longest, offsets[doc + 1] - offsets[doc])
+    return np.empty((longest + 1) // 2 + 2, dtype=np.uint64), np.empty(num_perm, dtype=np.uint64)
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _nb_signatures(data, offsets, block_bounds, ngram, perm_a, perm_b, legacy, out):
     num_perm = perm_a.shape[0]
@@ -379,14 +392,7 @@ def _nb_signatures(data, offsets, block_bounds, ngram, perm_a, perm_b, legacy, o
     for block in numba.prange(num_blocks):
         first_doc = block_bounds[block]
         last_doc = block_bounds[block + 1]
-        longest = 0
-        for doc in range(first_doc, last_doc):
-            longest = max(longest, offsets[doc + 1] - offsets[doc])
-        # Words are separated by at least one byte, so a doc of L bytes has at
-        # most (L + 1) // 2 words, plus the tokenizer's spare slot; one scratch
-        # buffer serves the whole block.
-        hashes = np.empty((longest + 1) // 2 + 2, dtype=np.uint64)
-        row = np.empty(num_perm, dtype=np.uint64)
+        hashes, row = _nb_block_scratch(offsets, first_doc, last_doc, num_perm)
         for doc in range(first_doc, last_doc):
             num_words = _nb_raw_word_hashes(data, offsets[doc], offsets[doc + 1], hashes)
             row[:] = _U64_EMPTY
@@ -490,10 +496,7 @@ def _nb_shingle_sets(data, offsets, block_bounds, ngram, starts, out, counts):
     for block in numba.prange(num_blocks):
         first_doc = block_bounds[block]
         last_doc = block_bounds[block + 1]
-        longest = 0
-        for doc in range(first_doc, last_doc):
-            longest = max(longest, offsets[doc + 1] - offsets[doc])
-        hashes = np.empty((longest + 1) // 2 + 2, dtype=np.uint64)
+        hashes, _ = _nb_block_scratch(offsets, first_doc, last_doc, 0)
         for doc in range(first_doc, last_doc):
             num_words = _nb_raw_word_hashes(data, offsets[doc], offsets[doc + 1], hashes)
             if num_words == 0:
@@ -574,11 +577,7 @@ def _nb_signatures_and_sets(data, offsets, block_bounds, ngram, perm_a, perm_b, 
     for block in numba.prange(num_blocks):
         first_doc = block_bounds[block]
         last_doc = block_bounds[block + 1]
-        longest = 0
-        for doc in range(first_doc, last_doc):
-            longest = max(longest, offsets[doc + 1] - offsets[doc])
-        hashes = np.empty((longest + 1) // 2 + 2, dtype=np.uint64)
-        row = np.empty(num_perm, dtype=np.uint64)
+        hashes, row = _nb_block_scratch(offsets, first_doc, last_doc, num_perm)
         for doc in range(first_doc, last_doc):
             num_words = _nb_raw_word_hashes(data, offsets[doc], offsets[doc + 1], hashes)
             row[:] = _U64_EMPTY
