@@ -114,12 +114,12 @@ def _tag(kind: str):
 def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None:
     """Wires read -> validate -> unique ids -> dedup -> sharded Parquet onto ``pipeline``."""
     n = plan.num_shards
-    read = pipeline | "ReadDocuments" >> ReadDocuments(plan.tasks, plan.config.input)
-    unique = (
-        read.docs
-        | "ShardDocuments" >> ShardBatches("id", n)
-        | "ResolveDuplicateIds" >> beam.ParDo(_ResolveIdsDoFn()).with_outputs("rejected", main="docs")
-    )
+    # One shard read by one task: the task's documents are the shard, no shuffle needed.
+    collect = n == 1 and len(plan.tasks) == 1
+    read = pipeline | "ReadDocuments" >> ReadDocuments(plan.tasks, plan.config.input, collect_shard=collect)
+    shards = read.docs if collect else read.docs | "ShardDocuments" >> ShardBatches("id", n)
+    unique = shards | "ResolveDuplicateIds" >> beam.ParDo(_ResolveIdsDoFn()).with_outputs(
+        "rejected", main="docs")
     results = []
     kept = unique.docs
     # Stage modules are imported only when the stage runs: they pull in numba,

@@ -40,6 +40,9 @@ class FileStats:
     blank_lines: int = 0
     rows_lost_in_damage: int = 0
 
+# Complete lines are filed in blocks of about this many bytes.
+JSON_BLOCK_BYTES = 1 << 20
+
 
 def _file_line(line: bytes, index: int, file: InputFile, builder: BatchBuilder, stats: FileStats) -> None:
     """Validates one JSONL line, or counts it as blank."""
@@ -50,31 +53,54 @@ def _file_line(line: bytes, index: int, file: InputFile, builder: BatchBuilder, 
         stats.blank_lines += 1
 
 
+def _file_lines(lines: list[bytes], index: int, file: InputFile, builder: BatchBuilder,
+                stats: FileStats) -> int:
+    """Files complete JSONL lines from record ``index`` on; returns the next record index."""
+    # A block of clean documents is parsed in C, column-wise; any other block
+    # goes line by line (see BatchBuilder.add_json_block).
+    if builder.add_json_block(lines, file.relpath, index):
+        stats.records += len(lines)
+        return index + len(lines)
+    for line in lines:
+        _file_line(line, index, file, builder, stats)
+        index += 1
+    return index
+
+
 def read_jsonl(file: InputFile, raw: HashingReader, builder: BatchBuilder,
                stats: FileStats) -> Iterator[tuple[str, pa.RecordBatch]]:
     """Reads JSON Lines (plain, gzip or zstd); a damaged tail becomes one rejected record."""
     index = 0
     stream = decompressed(raw, file.compression)
     tail = b""
+    pending: list[bytes] = []
+    pending_bytes = 0
     try:
         while True:
             # read1 does at most one read of the underlying stream, so when the
-            # stream breaks, every line decompressed before the break has
-            # already been filed; splitting a block in C beats readline per line.
+            # stream breaks, every line decompressed before the break is in
+            # hand; splitting a block in C beats readline per line.
             block = stream.read1(READ_CHUNK)
             if not block:
                 break
             # readlines splits on b"\n" only and keeps it, as line iteration did.
             lines = io.BytesIO(tail + block if tail else block).readlines()
             tail = lines.pop() if not lines[-1].endswith(b"\n") else b""
-            for line in lines:
-                _file_line(line, index, file, builder, stats)
-                index += 1
-            yield from builder.take()
+            # Lines are filed about JSON_BLOCK_BYTES at a time: a decompressor's
+            # read1 returns a few dozen KB, and each columnar parse has a fixed cost.
+            pending.extend(lines)
+            pending_bytes += len(block)
+            if pending_bytes >= JSON_BLOCK_BYTES:
+                index = _file_lines(pending, index, file, builder, stats)
+                pending, pending_bytes = [], 0
+                yield from builder.take()
+        index = _file_lines(pending, index, file, builder, stats)
+        pending = []
         if tail:
             _file_line(tail, index, file, builder, stats)
             index += 1
     except DAMAGE_ERRORS as error:
+        index = _file_lines(pending, index, file, builder, stats)
         reason = damage_reason(error)
         builder.reject(reason, file.relpath, f"after line {index}", None,
                        f"{type(error).__name__}: {error} (compressed byte {raw.bytes_read} of {file.size}); "

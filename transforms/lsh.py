@@ -219,7 +219,13 @@ def verify_edges(method: Verify, threshold: float, left: np.ndarray, right: np.n
         li.max(initial=0) >= payload_uids.shape[0] or ri.max(initial=0) >= payload_uids.shape[0]
         or np.any(payload_uids[li] != left) or np.any(payload_uids[ri] != right)
     ):
-        raise ValueError("an edge endpoint has no payload")
+        ends = np.unique(np.concatenate([left, right]))
+        missing = ends.size - int(np.isin(ends, payload_uids).sum())
+        raise ValueError(
+            f"{missing} of {ends.size} candidate endpoints arrived without their payload, so elements were "
+            "lost between the payload and verification steps. Beam's local FnApiRunner with "
+            "--direct_num_workers > 1 has dropped elements on large runs here (Beam 2.77); run with one "
+            "local worker or on a distributed runner")
     if method == "signature":
         (sigs,) = payload
         similarity = estimated_jaccard(sigs[li], sigs[ri])

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Iterator
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -29,8 +30,9 @@ def open_raw(path: str):
 class _ReadTaskDoFn(beam.DoFn):
     """Reads one task (a tuple of files) into document and rejected batches."""
 
-    def __init__(self, config: InputConfig):
+    def __init__(self, config: InputConfig, collect_shard: bool = False):
         self._config = config
+        self._collect_shard = collect_shard
         self._counters: dict[str, beam.metrics.metricbase.Counter] = {}
 
     def _count(self, name: str, n: int) -> None:
@@ -47,14 +49,22 @@ class _ReadTaskDoFn(beam.DoFn):
                      config.timestamp_field, config.source_field),
             config.max_text_bytes, config.batch_rows, self._count)
         file_stats = []
+        docs: list[pa.RecordBatch] = []
         for file in task:
             for tag, value in read_file(file, open_raw, builder):
                 if tag == "stats":
                     file_stats.append(asdict(value))
+                elif tag == "docs" and self._collect_shard:
+                    docs.append(value)
                 else:
                     yield _tagged(tag, value)
         for tag, value in builder.take(final=True):
-            yield _tagged(tag, value)
+            if tag == "docs" and self._collect_shard:
+                docs.append(value)
+            else:
+                yield _tagged(tag, value)
+        if docs:
+            yield 0, pa.Table.from_batches(docs)
         self._count("input_records", sum(s["records"] for s in file_stats))
         self._count("time_read_ms", int((time.perf_counter() - started) * 1000))
         yield beam.pvalue.TaggedOutput(STATS_TAG, {"kind": "read", "files": file_stats})
@@ -68,24 +78,34 @@ class ReadDocuments(beam.PTransform):
     """Reads and validates planned input files.
 
     Input: PBegin. Output: a DoOutputsTuple with
-      - main: ``pyarrow.RecordBatch`` of ``DOCUMENT_BATCH_SCHEMA``;
+      - main: ``pyarrow.RecordBatch`` of ``DOCUMENT_BATCH_SCHEMA``, or with
+        ``collect_shard``, one ``(0, pyarrow.Table)`` holding every document
+        (no element when there are none), as ``ShardBatches`` with one shard
+        would give;
       - ``rejected``: ``pyarrow.RecordBatch`` of ``REJECTED_SCHEMA``;
       - ``stats``: one dict per read task (files, their digests and record counts).
 
     Args:
         tasks: Read tasks from ``plan_read_tasks``.
         config: The input section of the job.
+        collect_shard: The job writes one shard and reads one task: the task's
+            documents then already are the whole shard, and handing them on as
+            one table saves a shuffle of every document. Refused for more than
+            one task, whose documents only a shuffle can bring together.
     """
 
-    def __init__(self, tasks: list[tuple[InputFile, ...]], config: InputConfig):
+    def __init__(self, tasks: list[tuple[InputFile, ...]], config: InputConfig, collect_shard: bool = False):
         super().__init__()
+        if collect_shard and len(tasks) != 1:
+            raise ValueError(f"collect_shard needs exactly one read task, not {len(tasks)}")
         self._tasks = tasks
         self._config = config
+        self._collect_shard = collect_shard
 
     def expand(self, pbegin):
         tasks = pbegin | "CreateReadTasks" >> beam.Create(self._tasks, reshuffle=False)
         if len(self._tasks) > 1:
             # Spread tasks over workers: Create emits them all in one bundle.
             tasks = tasks | "SpreadReadTasks" >> beam.Reshuffle()
-        return tasks | "ReadAndValidate" >> beam.ParDo(_ReadTaskDoFn(self._config)).with_outputs(
-            REJECTED_TAG, STATS_TAG, main="docs")
+        return tasks | "ReadAndValidate" >> beam.ParDo(
+            _ReadTaskDoFn(self._config, self._collect_shard)).with_outputs(REJECTED_TAG, STATS_TAG, main="docs")

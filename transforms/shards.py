@@ -168,6 +168,11 @@ def resolve_duplicate_ids(table: pa.Table) -> tuple[pa.Table, pa.Table]:
 def encode_parquet(table: pa.Table, options: ParquetOptions) -> pa.Buffer:
     """Serialises a table to Parquet; same rows and options give the same bytes.
 
+    Arrow's writer cuts pages at the table's chunk boundaries, so the same rows
+    in other chunks (other read batches, another read path) would give other
+    bytes. Each row group is therefore written from one contiguous chunk,
+    combined a row group at a time so the extra memory is one row group.
+
     Returns:
         The file's bytes as an Arrow buffer, written by Arrow's own in-memory
         stream (no Python file object in the write path) and never copied
@@ -176,13 +181,13 @@ def encode_parquet(table: pa.Table, options: ParquetOptions) -> pa.Buffer:
         ``to_pybytes()`` makes a copy when real ``bytes`` are needed.
     """
     sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        sink,
-        row_group_size=options.row_group_rows,
-        compression=options.compression,
-        compression_level=options.compression_level,
-    )
+    rows = options.row_group_rows
+    with pq.ParquetWriter(sink, table.schema, compression=options.compression,
+                          compression_level=options.compression_level) as writer:
+        if table.num_rows == 0:
+            writer.write_table(table, row_group_size=rows)
+        for start in range(0, table.num_rows, rows):
+            writer.write_table(table.slice(start, rows).combine_chunks(), row_group_size=rows)
     return sink.getvalue()
 
 

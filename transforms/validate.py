@@ -9,6 +9,7 @@ text out of Python objects when a whole column is valid.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from corpusmill.schemas.documents import (
     DOCUMENT_BATCH_SCHEMA,
@@ -264,6 +266,64 @@ class BatchBuilder:
             for position in range(start, stop):
                 index = int(indices[position])
                 self.add_record(next(rows), file, index, f"row {index}")
+
+    def add_json_block(self, lines: list[bytes], file: str, first_index: int) -> bool:
+        """Files a block of complete JSONL lines column-wise, if every line is a clean document.
+
+        The block is parsed by pyarrow's JSON reader, the mapped fields as
+        strings, and checked with the columnar checks. Any line that would not
+        simply become a document (a parse error, a non-string mapped field, an
+        other field that is not a string, int or bool on every line, a blank
+        line, a row that fails a check, and so on)
+        makes the whole block return False with nothing filed; the caller then
+        files its lines one by one, so reasons and messages never depend on
+        which path ran.
+
+        Args:
+            lines: Lines with their newlines, record ``first_index`` onwards.
+            file: Relative path of the source file.
+            first_index: Record index of the first line.
+
+        Returns:
+            Whether the block was filed.
+        """
+        if not self.columnar or not lines:
+            return False
+        f = self.fields
+        mapped = (f.text, f.id, f.url, f.timestamp, f.source)
+        if len(set(mapped)) != len(mapped) or any(not line.strip() for line in lines):
+            return False
+        data = b"".join(lines)
+        try:
+            table = pa_json.read_json(
+                io.BytesIO(data),
+                read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=pa.schema([(name, pa.string()) for name in mapped]),
+                    unexpected_field_behavior="infer"))
+        except Exception:  # pyarrow raises ArrowInvalid, and UnicodeDecodeError for bad UTF-8
+            return False
+        if table.num_rows != len(lines):
+            return False
+        # Other fields go to meta as JSON of their Python values. Arrow fills a
+        # field missing from some lines with null and widens ints to doubles
+        # when a column mixes them, where json.loads would omit the key or keep
+        # the int; only columns where neither can have happened stay here.
+        for field in table.schema:
+            if field.name not in mapped and (
+                    table.column(field.name).null_count
+                    or not (pa.types.is_string(field.type) or pa.types.is_int64(field.type)
+                            or pa.types.is_boolean(field.type))):
+                return False
+        indices = np.arange(first_index, first_index + len(lines), dtype=np.int64)
+        try:
+            passed, documents = _columnar_documents(table, file, indices, f, self.max_text_bytes)
+        except UnconvertibleRows:
+            return False
+        if documents is None or not passed.all():
+            return False
+        self._add_piece(documents, owns_buffers=True)
+        return True
 
     def reject(self, reason: str, file: str, locator: str, index: int | None, detail: str,
                raw: bytes | str | None, doc_id: str | None = None) -> None:

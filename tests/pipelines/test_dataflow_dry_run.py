@@ -24,16 +24,28 @@ DATAFLOW_ARGS = [
 pytest.importorskip("apache_beam.runners.dataflow.dataflow_runner")
 
 
-def test_job_translates_for_dataflow_with_every_step_named(tmp_path):
-    plan = plan_job(load_job({"input": {"paths": [str(SAMPLE)]}, "output": {"path": str(tmp_path / "o")}}))
+def _dataflow_step_names(tmp_path, num_shards: int) -> set[str]:
+    plan = plan_job(load_job({"input": {"paths": [str(SAMPLE)]},
+                              "output": {"path": str(tmp_path / "o"), "num_shards": num_shards}}))
     pipeline = beam.Pipeline(options=pipeline_options([*DATAFLOW_ARGS, "--setup_file", str(REPO / "setup.py")]))
     build_pipeline(pipeline, plan, str(tmp_path / "o" / "_staging-test"))
     result = pipeline.run()
     assert result.state == beam.runners.runner.PipelineState.DONE
-    names = {t.unique_name for t in pipeline.runner.job.proto_pipeline.components.transforms.values()}
+    return {t.unique_name for t in pipeline.runner.job.proto_pipeline.components.transforms.values()}
+
+
+def test_job_translates_for_dataflow_with_every_step_named(tmp_path):
+    names = _dataflow_step_names(tmp_path, num_shards=2)
     for step in ("ReadDocuments/ReadAndValidate", "ShardDocuments/GroupByShard", "ResolveDuplicateIds",
                  "WriteDocuments/WriteParquetShard", "WriteRejected/WriteParquetShard", "CollectResults"):
         assert step in names
+
+
+def test_one_shard_read_by_one_task_skips_the_document_shuffle(tmp_path):
+    # The bundled sample is one file below one shard: its task's documents are the shard.
+    names = _dataflow_step_names(tmp_path, num_shards=1)
+    assert "ReadDocuments/ReadAndValidate" in names and "ResolveDuplicateIds" in names
+    assert not any(name.startswith("ShardDocuments") for name in names)
 
 
 def test_cli_dry_run_writes_no_snapshot(tmp_path):

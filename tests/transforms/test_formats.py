@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from corpusmill.schemas.documents import DOCUMENT_BATCH_SCHEMA
 from corpusmill.transforms.formats import BatchBuilder, FieldMap, read_file
 from corpusmill.transforms.inputs import InputFile, detect_format, plan_read_tasks
+from corpus_files import jsonl_bytes, sample_records
 
 
 def _read(path, fmt, compression="none", fields=FieldMap(), max_text_bytes=10**7, batch_rows=1000):
@@ -119,11 +120,11 @@ def _with_invalid_utf8(values: list[bytes | None]) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), len(binary), binary.buffers(), binary.null_count)
 
 
-def _read_both_ways(path, **kwargs):
+def _read_both_ways(path, fmt="parquet", **kwargs):
     """Reads a file through the columnar and the per-row path; returns both results."""
     results = []
     for columnar in (True, False):
-        file = InputFile(str(path), path.name, path.stat().st_size, "parquet", "none")
+        file = InputFile(str(path), path.name, path.stat().st_size, fmt, "none")
         builder = BatchBuilder(kwargs.get("fields", FieldMap()), kwargs.get("max_text_bytes", 10**7),
                                kwargs.get("batch_rows", 4), columnar=columnar)
         out = list(read_file(file, lambda p: open(p, "rb"), builder)) + list(builder.take(final=True))
@@ -137,8 +138,9 @@ def _read_both_ways(path, **kwargs):
     return results
 
 
-def _assert_paths_agree(path, **kwargs):
-    (fast_docs, fast_rejected, fast_stats), (slow_docs, slow_rejected, slow_stats) = _read_both_ways(path, **kwargs)
+def _assert_paths_agree(path, fmt="parquet", **kwargs):
+    (fast_docs, fast_rejected, fast_stats), (slow_docs, slow_rejected, slow_stats) = _read_both_ways(
+        path, fmt, **kwargs)
     assert fast_docs.equals(slow_docs), (fast_docs.to_pylist(), slow_docs.to_pylist())
     assert fast_rejected == slow_rejected
     assert fast_stats == slow_stats
@@ -311,3 +313,62 @@ def test_is_sorted_agrees_with_a_stable_sort(rows):
         indices = pc.sort_indices(table, sort_keys=[(k, "ascending", "at_start") for k in keys])
         assert is_sorted(table, keys) == (indices.to_pylist() == list(range(len(rows))))
         assert sort_table(table, keys).equals(table.take(indices))
+
+
+# -- JSONL blocks parsed column-wise: the per-line path is the oracle ------------
+
+_JSON_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.floats(-2, 2, allow_nan=False), st.text(max_size=4),
+    st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.sampled_from(["x", "y"]), st.integers(0, 3)))
+_JSON_RECORDS = st.fixed_dictionaries({}, optional={
+    "text": st.one_of(st.text(alphabet=st.sampled_from(list(" \tab\u00e9\u3000")), max_size=8),
+                      st.none(), st.integers(0, 3)),
+    "id": st.one_of(st.text(alphabet="abc", max_size=3), st.integers(0, 3), st.none()),
+    "url": st.one_of(st.just("http://x"), st.none(), st.integers(0, 1)),
+    "timestamp": st.sampled_from(["2024-01-01", "nope", "2024-01-01T00:00:00+05:00", None, 1700000000]),
+    "source": st.one_of(st.just("s"), st.none()),
+    "lang": st.sampled_from(["en", "de"]),
+    "extra": _JSON_VALUES,
+})
+_RAW_LINES = st.sampled_from([
+    "not json", "[1, 2]", "   ", "", '{"text": "a", "text": "bb"}', '{"text": "\\ud800 lone"}',
+    '{"text": "\\ud83d\\ude00 pair"}', '{"text": "tail"} junk', '{"text": "crlf"}\r'])
+
+
+# Mostly documents that pass, so whole files take the block path; their extra
+# fields vary in type and presence, which is where Arrow and json.loads differ.
+_CLEAN_RECORDS = st.fixed_dictionaries({"text": st.text(alphabet="ab\u00e9 ", min_size=1, max_size=5).filter(
+    str.strip)}, optional={"id": st.text(alphabet="abc", min_size=1, max_size=3), "lang": st.just("en"),
+                           "extra": _JSON_VALUES, "n": st.integers(0, 2**40)})
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.one_of(
+    st.lists(st.one_of(_JSON_RECORDS.map(json.dumps), _RAW_LINES), min_size=1, max_size=30),
+    st.lists(_CLEAN_RECORDS.map(json.dumps), min_size=1, max_size=12)), st.booleans(), st.integers(1, 9))
+def test_columnar_jsonl_blocks_agree_with_per_line_on_random_lines(tmp_path_factory, lines, final_newline,
+                                                                    batch_rows):
+    path = tmp_path_factory.mktemp("jsonl") / "random.jsonl"
+    path.write_text("\n".join(lines) + ("\n" if final_newline else ""), encoding="utf-8")
+    _assert_paths_agree(path, "jsonl", max_text_bytes=6, batch_rows=batch_rows)
+
+
+def test_clean_jsonl_takes_the_columnar_block_path_and_matches_per_line(tmp_path, monkeypatch):
+    records = sample_records(300)
+    path = tmp_path / "real.jsonl"
+    path.write_bytes(jsonl_bytes(records))
+    filed = []
+    original = BatchBuilder.add_json_block
+
+    def spy(self, lines, file, first_index):
+        ok = original(self, lines, file, first_index)
+        filed.append((self.columnar, ok, len(lines)))
+        return ok
+
+    monkeypatch.setattr(BatchBuilder, "add_json_block", spy)
+    docs, rejected = _assert_paths_agree(path, "jsonl", batch_rows=64)
+    assert docs.num_rows == 300 and not rejected
+    # Real records with an extra string field (kernel_version) go to meta on the fast path too.
+    assert sum(n for columnar, ok, n in filed if columnar and ok) == 300
+    assert {json.loads(m)["kernel_version"] for m in docs.column("meta").to_pylist()} <= {
+        r["kernel_version"] for r in records}
