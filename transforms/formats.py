@@ -42,6 +42,9 @@ class FileStats:
 
 # Complete lines are filed in blocks of about this many bytes.
 JSON_BLOCK_BYTES = 1 << 20
+# Parquet files up to this size are read into memory once; larger ones are read
+# row group by row group through the filesystem, then again for their digest.
+PARQUET_IN_MEMORY_BYTES = 256 << 20
 
 
 def _file_line(line: bytes, index: int, file: InputFile, builder: BatchBuilder, stats: FileStats) -> None:
@@ -197,7 +200,14 @@ def read_file(file: InputFile, open_file: Callable[[str], BinaryIO], builder: Ba
         yield "stats", stats
         return
     with handle:
-        if file.format == "parquet":
+        if file.format == "parquet" and file.size <= PARQUET_IN_MEMORY_BYTES:
+            # Read once, for both the digest and the row groups, which Arrow
+            # then decodes from its own buffer instead of through a Python file.
+            data = handle.read()
+            hashing = HashingReader(io.BytesIO(data))
+            hashing.drain()
+            yield from read_parquet(file, pa.BufferReader(data), builder, stats)
+        elif file.format == "parquet":
             yield from read_parquet(file, handle, builder, stats)
             handle.seek(0)
             hashing = HashingReader(handle)
