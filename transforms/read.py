@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict
 from typing import Iterator
@@ -50,16 +51,12 @@ class _ReadTaskDoFn(beam.DoFn):
             config.max_text_bytes, config.batch_rows, self._count)
         file_stats = []
         docs: list[pa.RecordBatch] = []
-        for file in task:
-            for tag, value in read_file(file, open_raw, builder):
-                if tag == "stats":
-                    file_stats.append(asdict(value))
-                elif tag == "docs" and self._collect_shard:
-                    docs.append(value)
-                else:
-                    yield _tagged(tag, value)
-        for tag, value in builder.take(final=True):
-            if tag == "docs" and self._collect_shard:
+        outputs = itertools.chain.from_iterable(
+            [*(read_file(file, open_raw, builder) for file in task), builder.take(final=True)])
+        for tag, value in outputs:
+            if tag == "stats":
+                file_stats.append(asdict(value))
+            elif tag == "docs" and self._collect_shard:
                 docs.append(value)
             else:
                 yield _tagged(tag, value)

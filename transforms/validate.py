@@ -59,6 +59,11 @@ class FieldMap:
     timestamp: str = "timestamp"
     source: str = "source"
 
+    @property
+    def mapped(self) -> tuple[str, ...]:
+        """The input names of the Document fields, in field order."""
+        return (self.text, self.id, self.url, self.timestamp, self.source)
+
 
 class UnconvertibleRows(Exception):
     """Raised when rows of a columnar input cannot become Python values.
@@ -289,9 +294,10 @@ class BatchBuilder:
         """
         if not self.columnar or not lines:
             return False
-        f = self.fields
-        mapped = (f.text, f.id, f.url, f.timestamp, f.source)
-        if len(set(mapped)) != len(mapped) or any(not line.strip() for line in lines):
+        mapped = self.fields.mapped
+        # Two fields mapped to one name make the explicit schema invalid; the
+        # parse then fails and the block goes line by line.
+        if any(not line.strip() for line in lines):
             return False
         data = b"".join(lines)
         try:
@@ -317,7 +323,7 @@ class BatchBuilder:
                 return False
         indices = np.arange(first_index, first_index + len(lines), dtype=np.int64)
         try:
-            passed, documents = _columnar_documents(table, file, indices, f, self.max_text_bytes)
+            passed, documents = _columnar_documents(table, file, indices, self.fields, self.max_text_bytes)
         except UnconvertibleRows:
             return False
         if documents is None or not passed.all():
@@ -496,7 +502,7 @@ def _columnar_documents(table: pa.Table, file: str, indices: np.ndarray, fields:
     """
     n = table.num_rows
     names = table.column_names
-    mapped = (fields.text, fields.id, fields.url, fields.timestamp, fields.source)
+    mapped = fields.mapped
     if len(set(names)) != len(names) or len(set(mapped)) != len(mapped):
         # Duplicate names make to_pylist and the per-record pops drop columns in
         # ways not worth mirroring; such input is rare, so it takes the slow path.

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing import test_pipeline
@@ -26,13 +27,6 @@ def _config(inputs, out, **sections):
         section, name = key.split("__")
         spec.setdefault(section, {})[name] = value
     return load_job(spec)
-
-
-def _records_table(records: list[dict]):
-    """The records as an Arrow table, every field a column (the JSONL reader's view of them)."""
-    import pyarrow as pa
-
-    return pa.Table.from_pylist(records)
 
 
 def _read_output(out: Path, name: str):
@@ -130,7 +124,7 @@ def test_shard_bytes_do_not_depend_on_input_format_batching_or_read_path(tmp_pat
     jsonl = tmp_path / "docs.jsonl"
     jsonl.write_bytes(jsonl_bytes(records))
     parquet = tmp_path / "docs.parquet"
-    pq.write_table(_records_table(records), parquet, row_group_size=37)
+    pq.write_table(pa.Table.from_pylist(records), parquet, row_group_size=37)
     digests = []
     for name, source, batch_rows in (("a", jsonl, 256), ("b", parquet, 256), ("c", jsonl, 7)):
         manifest = run_job(_config([source], tmp_path / name, input__batch_rows=batch_rows,
