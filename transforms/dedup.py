@@ -8,6 +8,7 @@ Data flow (every arrow is one step; ``P`` partitions = ``num_shards``)::
                                               band -1 holds the exact hashes
                                            -> shingle-hash sets per shard (verify = exact)
     buckets  -> GroupBuckets -> BucketStars -> exact edges | candidate edges keyed by partition
+                (with exact dedup on, copies of one text count once in a near bucket)
     candidates + payload of their endpoints (taken from the owning shard's
              shingle sets or signatures) -> VerifyCandidates -> verified edges
     exact + verified edges -> ConnectedComponents -> (shard, node labels)
@@ -196,9 +197,12 @@ def compute_features(shard: int, table: pa.Table, plan: DedupPlan) -> dict:
 
 
 def bucket_arrays(features: dict, plan: DedupPlan):
-    """Yields ``((band, range), (keys, uids))`` bucket arrays of one shard (Beam-free).
+    """Yields ``((band, range), arrays)`` bucket arrays of one shard (Beam-free).
 
-    Band ``EXACT_BAND`` carries the two-column exact hash.
+    ``arrays`` is ``(keys, uids)``. Band ``EXACT_BAND`` carries the two-column
+    exact hash as keys. When exact dedup runs, near-duplicate bands also carry
+    each row's exact hash, ``(keys, uids, hashes)``, so that ``bucket_edges``
+    can stand one uid in for all copies of a text (``lsh.collapse_copies``).
     """
     uids = features["uid"]
     if plan.config.exact:
@@ -208,11 +212,21 @@ def bucket_arrays(features: dict, plan: DedupPlan):
     if plan.config.near:
         usable = features["has_shingles"]
         band_keys, band_uids = features["band_keys"][usable], uids[usable]
+        carried = (features["hash"][usable],) if plan.config.exact else ()
         for band in range(plan.bands):
             keys = band_keys[:, band]
-            for key_range, (part_keys, part_uids) in split_by(lsh.key_ranges(keys, plan.num_ranges),
-                                                              keys, band_uids):
-                yield (band, key_range), (part_keys, part_uids)
+            for key_range, parts in split_by(lsh.key_ranges(keys, plan.num_ranges), keys, band_uids, *carried):
+                yield (band, key_range), parts
+
+
+def bucket_edges(parts) -> tuple[np.ndarray, np.ndarray]:
+    """Star edges ``(centre, member)`` of one (band, range)'s bucket arrays from all shards (Beam-free)."""
+    parts = list(parts)
+    keys = np.concatenate([p[0] for p in parts])
+    uids = np.concatenate([p[1] for p in parts])
+    if len(parts[0]) > 2:
+        keys, uids = lsh.collapse_copies(keys, uids, np.concatenate([p[2] for p in parts]))
+    return lsh.bucket_stars(keys, uids)
 
 
 class _ComputeFeaturesDoFn(beam.DoFn):
@@ -245,10 +259,7 @@ class _BucketStarsDoFn(beam.DoFn):
 
     def process(self, element):
         (band, _), parts = element
-        parts = list(parts)
-        keys = np.concatenate([p[0] for p in parts])
-        uids = np.concatenate([p[1] for p in parts])
-        centre, member = lsh.bucket_stars(keys, uids)
+        centre, member = bucket_edges(parts)
         if centre.size == 0:
             return
         if band == EXACT_BAND:

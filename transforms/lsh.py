@@ -35,6 +35,7 @@ import numpy as np
 __all__ = [
     "VERIFY_METHODS",
     "bucket_stars",
+    "collapse_copies",
     "csr_concat",
     "csr_take",
     "estimated_jaccard",
@@ -108,6 +109,42 @@ def bucket_stars(keys: np.ndarray, uids: np.ndarray) -> tuple[np.ndarray, np.nda
     repeat[1:] = ~new_bucket[1:] & (sorted_uids[1:] == sorted_uids[:-1])
     keep = (centre != sorted_uids) & ~repeat
     return centre[keep], sorted_uids[keep]
+
+
+def collapse_copies(keys: np.ndarray, uids: np.ndarray, copy_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keeps one row of each set of copies inside each bucket: the smallest uid.
+
+    Exact duplicates (equal normalised text) have equal signatures, so they
+    share every LSH bucket, and the exact stage already joins them. A band
+    bucket holding ``c`` copies of each of two near-duplicate texts then needs
+    one candidate edge between the two texts, not ``2c - 1``: the smallest uid
+    of a set of copies stands for all of them, in every bucket alike (all the
+    copies are in every bucket one of them is in). So a corpus that repeats
+    its documents costs near-duplicate candidate generation and verification
+    what its distinct texts cost.
+
+    Args:
+        keys: ``(m,)`` uint64 bucket keys.
+        uids: ``(m,)`` int64 document uids.
+        copy_keys: ``(m, k)`` uint64 exact-text hashes; rows with equal key
+            and equal hash are copies.
+
+    Returns:
+        ``(keys, uids)`` without the rows that are copies of a smaller uid in
+        the same bucket, in no particular order.
+    """
+    keys = np.asarray(keys, dtype=np.uint64)
+    uids = np.asarray(uids, dtype=np.int64)
+    if uids.shape[0] < 2:
+        return keys, uids
+    copy_keys = np.asarray(copy_keys, dtype=np.uint64).reshape(uids.shape[0], -1)
+    columns = [keys] + [copy_keys[:, c] for c in range(copy_keys.shape[1])]
+    order = np.lexsort([uids] + columns[::-1])
+    first = np.empty(order.shape[0], dtype=bool)
+    first[0] = True
+    first[1:] = np.any(np.stack([c[order][1:] != c[order][:-1] for c in columns]), axis=0)
+    keep = order[first]
+    return keys[keep], uids[keep]
 
 
 def unique_edges(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

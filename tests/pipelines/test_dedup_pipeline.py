@@ -53,12 +53,26 @@ def sample_shards(tmp_path_factory) -> dict:
         "_origin_file": ["linux-doc-sample.jsonl.zst"] * len(records),
         "_origin_index": list(range(len(records))),
     }, schema=DOCUMENT_BATCH_SCHEMA)
-    root = tmp_path_factory.mktemp("shards")
+    return write_shards(table, tmp_path_factory.mktemp("shards"))
+
+
+def write_shards(table: pa.Table, root: Path) -> dict:
     shards = shard_of(table.column("id"), NUM_SHARDS)
     for shard in range(NUM_SHARDS):
         pq.write_table(table.filter(pa.array(shards == shard)), root / f"{shard}.parquet")
     docs = {r["id"]: r for r in table.select(["id", "text", "source", "timestamp"]).to_pylist()}
     return {"root": root, "docs": docs}
+
+
+@pytest.fixture(scope="module")
+def doubled_shards(sample_shards, tmp_path_factory) -> dict:
+    """The sample and a copy of every document under a fresh id (``copy/`` + id)."""
+    table = pa.concat_tables([pq.read_table(sample_shards["root"] / f"{s}.parquet").cast(DOCUMENT_BATCH_SCHEMA)
+                              for s in range(NUM_SHARDS)])
+    copy = table.set_column(0, DOCUMENT_BATCH_SCHEMA.field("id"),
+                            pa.array(["copy/" + i for i in table.column("id").to_pylist()], pa.string()))
+    return write_shards(pa.concat_tables([table, copy]).cast(DOCUMENT_BATCH_SCHEMA),
+                        tmp_path_factory.mktemp("doubled"))
 
 
 def _load_shard(shard: int, root: str):
@@ -244,3 +258,35 @@ def test_single_partition_resolves_auto_components_when_built(default_run, sampl
     assert (components["mode"], components["requested"]) == ("single", "auto")
     assert "single-partition" in components["reason"]
     check_accounting(result, sample_shards["docs"])
+
+
+def _without_copies(clusters: dict[str, frozenset]) -> set[frozenset]:
+    """Clusters with each copy named as its original; a document and its copy alone drop out."""
+    named = (frozenset(i.removeprefix("copy/") for i in members) for members in clusters.values())
+    return {members for members in named if len(members) > 1}
+
+
+def test_copies_do_not_add_near_duplicate_candidates(default_run, doubled_shards, tmp_path):
+    result = run_dedup(doubled_shards, tmp_path)
+    check_accounting(result, doubled_shards["docs"])
+    # Every copy joins its original's cluster, and the clusters are the sample's own.
+    assert _without_copies(clusters_of(result)) == _without_copies(clusters_of(default_run))
+    assert len(result["kept"]) == len(default_run["kept"])
+    # The exact stage joins the copies; near-duplicate candidates come from the
+    # distinct texts only, so twice the documents check about as many pairs.
+    # (Without exact dedup every copy is a candidate too: the next test.)
+    once = default_run["stats"]["candidates"]["unique_pairs_checked"]
+    twice = result["stats"]["candidates"]["unique_pairs_checked"]
+    assert 0.8 * once <= twice <= 1.2 * once, (once, twice)
+
+
+def test_without_exact_dedup_copies_are_near_duplicates(default_run, doubled_shards, tmp_path):
+    result = run_dedup(doubled_shards, tmp_path, exact=False)
+    check_accounting(result, doubled_shards["docs"])
+    cluster_of = {i: c for c, members in clusters_of(result).items() for i in members}
+    originals = [i for i in doubled_shards["docs"] if not i.startswith("copy/")]
+    assert all(cluster_of.get(i) is not None and cluster_of.get(i) == cluster_of.get("copy/" + i)
+               for i in originals)
+    # Nothing else joins the copies here, so each is a near-duplicate candidate of its original.
+    once = default_run["stats"]["candidates"]["unique_pairs_checked"]
+    assert result["stats"]["candidates"]["unique_pairs_checked"] > 1.5 * once

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from corpusmill.schemas.config import DedupConfig, NormalizeConfig
 from corpusmill.transforms import components, keep_policy, lsh, minhash
 from corpusmill.transforms import dedup
-from corpusmill.transforms.dedup import DedupPlan, bucket_arrays, compute_features, resolve_clusters
+from corpusmill.transforms.dedup import DedupPlan, bucket_arrays, bucket_edges, compute_features, resolve_clusters
 from corpusmill.transforms.normalize import exact_hashes, normalize_array, normalize_text, normalize_texts
 
 SAMPLE = Path(__file__).resolve().parents[2] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
@@ -168,6 +168,19 @@ def test_bucket_stars_connect_exactly_each_bucket(rows):
     assert len(centre) == len(expected_edges)  # m - 1 edges per bucket, no repeats
 
 
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 30)), max_size=60))
+@settings(max_examples=100, deadline=None)
+def test_collapse_copies_keeps_the_smallest_uid_of_each_text_in_each_bucket(rows):
+    keys = np.array([k for k, _, _ in rows], dtype=np.uint64)
+    hashes = np.array([[h, 7 * h] for _, h, _ in rows], dtype=np.uint64).reshape(-1, 2)
+    uids = np.array([u for _, _, u in rows], dtype=np.int64)
+    kept_keys, kept_uids = lsh.collapse_copies(keys, uids, hashes)
+    smallest: dict[tuple, int] = {}
+    for k, h, u in rows:
+        smallest[(k, h)] = min(u, smallest.get((k, h), u))
+    assert sorted(zip(kept_keys.tolist(), kept_uids.tolist())) == sorted((k, u) for (k, _), u in smallest.items())
+
+
 def test_key_ranges_use_the_top_bits():
     keys = np.array([0, 1 << 62, 1 << 63, (1 << 64) - 1], dtype=np.uint64)
     assert lsh.key_ranges(keys, 4).tolist() == [0, 1, 2, 3]
@@ -274,7 +287,7 @@ def sample_candidate_edges():
     })
     plan = DedupPlan.from_config(DedupConfig(threshold=0.5), 1, 8)
     features = compute_features(0, table, plan)
-    parts = [lsh.bucket_stars(keys, uids) for _, (keys, uids) in bucket_arrays(features, plan)]
+    parts = [bucket_edges([arrays]) for _, arrays in bucket_arrays(features, plan)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
