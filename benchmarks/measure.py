@@ -17,8 +17,8 @@ GNU_TIME = "/usr/bin/time"
 RSS_SAMPLE_SECONDS = 0.05
 
 
-def tree_rss_bytes(root_pid: int) -> int:
-    """Summed RSS of ``root_pid`` and all its descendants, from /proc (0 if unavailable)."""
+def _process_tree(root_pid: int) -> dict[int, int]:
+    """RSS pages of ``root_pid`` and all its descendants, from /proc (empty if unavailable)."""
     parents: dict[int, int] = {}
     rss_pages: dict[int, int] = {}
     for entry in os.scandir("/proc"):
@@ -41,11 +41,34 @@ def tree_rss_bytes(root_pid: int) -> int:
             continue
         tree.add(pid)
         frontier.extend(child for child, parent in parents.items() if parent == pid)
-    return sum(rss_pages[pid] for pid in tree) * os.sysconf("SC_PAGE_SIZE")
+    return {pid: rss_pages[pid] for pid in tree}
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Summed RSS of ``root_pid`` and all its descendants, from /proc (0 if unavailable)."""
+    return sum(_process_tree(root_pid).values()) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_and_command(pid: int) -> tuple[int, str] | None:
+    """The kernel's peak RSS of a process (VmHWM, KiB) and its command line."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            hwm = next((line for line in handle if line.startswith("VmHWM:")), None)
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+    return (int(hwm.split()[1]) if hwm else 0), command
 
 
 class TreeRssSampler:
-    """Samples the summed RSS of a process tree in a background thread."""
+    """Samples the summed RSS of a process tree, and each process's own peak, in a background thread.
+
+    ``peak_bytes`` is the largest sampled sum. ``processes`` maps every pid
+    seen in the tree to ``(peak KiB, command line)``: the kernel's VmHWM, an
+    exact peak as of the last sample before the process ended (sampled every
+    ``interval`` seconds).
+    """
 
     def __init__(self, root_pid: int, interval: float = RSS_SAMPLE_SECONDS) -> None:
         self._root_pid = root_pid
@@ -53,10 +76,16 @@ class TreeRssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.peak_bytes = 0
+        self.processes: dict[int, tuple[int, str]] = {}
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, tree_rss_bytes(self._root_pid))
+            tree = _process_tree(self._root_pid)
+            self.peak_bytes = max(self.peak_bytes, sum(tree.values()) * os.sysconf("SC_PAGE_SIZE"))
+            for pid in tree:
+                seen = _peak_and_command(pid)
+                if seen is not None and seen[0] >= self.processes.get(pid, (0, ""))[0]:
+                    self.processes[pid] = seen
             self._stop.wait(self._interval)
 
     def __enter__(self) -> TreeRssSampler:
@@ -78,12 +107,15 @@ _RUSAGE_WRAPPER = (
 )
 
 
-def measured_run(argv: Sequence[str], scratch: Path) -> tuple[float, float | None, float | None, str]:
+def measured_run(argv: Sequence[str], scratch: Path,
+                 processes: dict[int, tuple[int, str]] | None = None) -> tuple[float, float | None, float | None, str]:
     """Runs a command in a fresh process, measuring its wall time and peak RSS.
 
     Args:
         argv: The command.
         scratch: A folder for the RSS report file.
+        processes: If given, filled with ``pid -> (peak RSS KiB, command line)``
+            of every process of the command's tree (see ``TreeRssSampler``).
 
     Returns:
         Wall seconds, peak RSS of the largest single process (MiB), sampled peak
@@ -101,6 +133,8 @@ def measured_run(argv: Sequence[str], scratch: Path) -> tuple[float, float | Non
     child = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with TreeRssSampler(child.pid) as sampler:
         stdout, stderr = child.communicate()
+    if processes is not None:
+        processes.update(sampler.processes)
     wall = time.perf_counter() - started
     if child.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited with {child.returncode}:\n{stderr[-3000:]}")
