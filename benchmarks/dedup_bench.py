@@ -664,13 +664,16 @@ def machine_info() -> dict[str, Any]:
 
 
 def code_state() -> dict[str, Any]:
-    """Git HEAD and a digest of the uncommitted changes, to tell if the measured code changed mid-run."""
+    """Git HEAD and a digest of the uncommitted changes, to tell if the measured code changed mid-run.
+
+    Prose (``*.md``) and recorded results are left out: editing them does not change what runs.
+    """
     import hashlib
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True).stdout
 
-    diff = git("diff", "HEAD")
+    diff = git("diff", "HEAD", "--", ".", ":(exclude)*.md", ":(exclude)benchmarks/results")
     return {"git": git("rev-parse", "--short", "HEAD").strip(), "working_tree_modified": bool(diff.strip()),
             "working_tree_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:16]}
 
