@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
-import io
 import json
 import logging
+import os
 import sys
 import textwrap
 import traceback
@@ -172,6 +172,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
@@ -190,7 +191,9 @@ def _inspect(args: argparse.Namespace) -> int:
         if shard is None or args.rows <= 0:
             continue
         with FileSystems.open(f"{root}/{shard['path']}") as handle:
-            table = pq.read_table(io.BytesIO(handle.read())).slice(0, args.rows)
+            # An Arrow buffer, not a Python file: pyarrow's reader threads on a
+            # Python file object can abort the process at exit.
+            table = pq.read_table(pa.BufferReader(handle.read())).slice(0, args.rows)
         print(f"\n{name}/ — first {table.num_rows} rows of {shard['path']}:")
         for row in table.to_pylist():
             shown = {k: (textwrap.shorten(v, 100) if isinstance(v, str) else v) for k, v in row.items()}
@@ -219,5 +222,28 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+# Commands that only read a snapshot (and write at most a report) and then leave
+# without tearing the interpreter down: with pyarrow 25 and Beam loaded, a few
+# per cent of exits aborted ("terminate called without an active exception",
+# status 134) after all output was written, when native thread pools met
+# interpreter shutdown.
+_EXIT_WITHOUT_TEARDOWN = ("inspect", "report")
+
+
+def console_main() -> None:
+    """The ``corpusmill`` console script: ``main`` and its exit status."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv[:1] and argv[0] in _EXIT_WITHOUT_TEARDOWN:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:  # e.g. a closed pipe (`| head`): nothing left to tell it
+                pass
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -150,7 +150,10 @@ def read_parquet(file: InputFile, raw: BinaryIO, builder: BatchBuilder,
         group_rows = parquet.metadata.row_group(group).num_rows
         damage = None
         try:
-            table = parquet.read_row_group(group)
+            # Arrow's reader threads and a Python file object can abort the
+            # process at exit (pyarrow 25: "terminate called without an active
+            # exception"); an in-memory buffer has no such problem.
+            table = parquet.read_row_group(group, use_threads=isinstance(raw, pa.BufferReader))
         except Exception as error:  # pyarrow raises several types for damaged pages
             damage = error
         else:
