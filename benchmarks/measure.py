@@ -44,9 +44,13 @@ def _process_tree(root_pid: int) -> dict[int, int]:
     return {pid: rss_pages[pid] for pid in tree}
 
 
+def _summed_bytes(rss_pages: dict[int, int]) -> int:
+    return sum(rss_pages.values()) * os.sysconf("SC_PAGE_SIZE")
+
+
 def tree_rss_bytes(root_pid: int) -> int:
     """Summed RSS of ``root_pid`` and all its descendants, from /proc (0 if unavailable)."""
-    return sum(_process_tree(root_pid).values()) * os.sysconf("SC_PAGE_SIZE")
+    return _summed_bytes(_process_tree(root_pid))
 
 
 def _peak_and_command(pid: int) -> tuple[int, str] | None:
@@ -81,7 +85,7 @@ class TreeRssSampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             tree = _process_tree(self._root_pid)
-            self.peak_bytes = max(self.peak_bytes, sum(tree.values()) * os.sysconf("SC_PAGE_SIZE"))
+            self.peak_bytes = max(self.peak_bytes, _summed_bytes(tree))
             for pid in tree:
                 seen = _peak_and_command(pid)
                 if seen is not None and seen[0] >= self.processes.get(pid, (0, ""))[0]:

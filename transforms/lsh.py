@@ -73,6 +73,29 @@ def key_ranges(keys: np.ndarray, num_ranges: int) -> np.ndarray:
     return (first >> shift).astype(np.int64)
 
 
+def _sort_by_key_then_uid(keys: np.ndarray, uids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row order by key (all columns), then uid, and where each run of equal keys starts.
+
+    Args:
+        keys: ``(m,)`` or ``(m, k)`` uint64 keys, ``m >= 1``.
+        uids: ``(m,)`` int64 uids.
+
+    Returns:
+        ``(order, new_key)``: the sorting permutation, and a bool mask over the
+        sorted rows that is True on the first row of each distinct key.
+    """
+    if keys.ndim == 1:
+        keys = keys[:, np.newaxis]
+    # lexsort's last key is the primary one: keys column 0 first, uid last, so
+    # each run of equal keys is contiguous with its smallest uid first.
+    order = np.lexsort([uids] + [keys[:, c] for c in range(keys.shape[1] - 1, -1, -1)])
+    sorted_keys = keys[order]
+    new_key = np.empty(order.shape[0], dtype=bool)
+    new_key[0] = True
+    new_key[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
+    return order, new_key
+
+
 def bucket_stars(keys: np.ndarray, uids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Star edges of the buckets of equal keys.
 
@@ -87,20 +110,12 @@ def bucket_stars(keys: np.ndarray, uids: np.ndarray) -> tuple[np.ndarray, np.nda
         Repeated (key, uid) rows count once.
     """
     keys = np.asarray(keys, dtype=np.uint64)
-    if keys.ndim == 1:
-        keys = keys[:, np.newaxis]
     uids = np.asarray(uids, dtype=np.int64)
     if uids.shape[0] < 2:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty
-    # lexsort's last key is the primary one: keys column 0 first, uid last, so
-    # each bucket is contiguous with its smallest uid first.
-    order = np.lexsort([uids] + [keys[:, c] for c in range(keys.shape[1] - 1, -1, -1)])
-    sorted_keys = keys[order]
+    order, new_bucket = _sort_by_key_then_uid(keys, uids)
     sorted_uids = uids[order]
-    new_bucket = np.empty(order.shape[0], dtype=bool)
-    new_bucket[0] = True
-    new_bucket[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
     bucket_start = np.maximum.accumulate(np.where(new_bucket, np.arange(order.shape[0]), 0))
     centre = sorted_uids[bucket_start]
     # A repeated (key, uid) row sits right after its first copy.
@@ -138,11 +153,7 @@ def collapse_copies(keys: np.ndarray, uids: np.ndarray, copy_keys: np.ndarray) -
     if uids.shape[0] < 2:
         return keys, uids
     copy_keys = np.asarray(copy_keys, dtype=np.uint64).reshape(uids.shape[0], -1)
-    columns = [keys] + [copy_keys[:, c] for c in range(copy_keys.shape[1])]
-    order = np.lexsort([uids] + columns[::-1])
-    first = np.empty(order.shape[0], dtype=bool)
-    first[0] = True
-    first[1:] = np.any(np.stack([c[order][1:] != c[order][:-1] for c in columns]), axis=0)
+    order, first = _sort_by_key_then_uid(np.column_stack([keys, copy_keys]), uids)
     keep = order[first]
     return keys[keep], uids[keep]
 
