@@ -97,8 +97,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from corpusmill.transforms.inputs import InputError
-    from corpusmill.transforms.snapshot import OutputExistsError
+    from corpusmill.transforms.io.inputs import InputError
+    from corpusmill.transforms.io.beam.snapshot import OutputExistsError
 
     overrides = list(args.overrides)
     overrides += STAGE_ONLY.get(args.command, [])
@@ -110,9 +110,10 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         overrides.append("output.overwrite=true")
     try:
         config = load_job(_load_spec(args.job), overrides)
+        from corpusmill.jobs.report import render_report
         from corpusmill.pipelines.corpus_job import run_job
 
-        manifest = run_job(config, beam_args)
+        manifest = run_job(config, beam_args, render_report)
     except (ConfigError, InputError, OutputExistsError) as error:
         print(f"corpusmill: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -160,7 +161,7 @@ def _load_manifest(root: str) -> dict[str, Any] | None:
 
 def _report(args: argparse.Namespace) -> int:
     from corpusmill.jobs.report import REPORT_NAME, render_report
-    from corpusmill.transforms.shards import write_bytes
+    from corpusmill.transforms.io.beam.files import write_bytes
 
     root = args.snapshot.rstrip("/")
     manifest = _load_manifest(root)

@@ -12,7 +12,10 @@ import io
 import json
 from typing import Any, Iterable, Mapping
 
-REPORT_NAME = "report.html"
+from corpusmill.schemas.manifest import REPORT_NAME
+
+__all__ = ["REPORT_NAME", "render_report"]
+
 
 
 def _svg_bar_chart(labels: list[str], values: list[float], title: str, xlabel: str, ylabel: str,
@@ -133,6 +136,24 @@ def _decompose(section: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _stage_section(name: str):
+    """A section for a stage without its own renderer: its numbers as a table, nested parts as JSON."""
+
+    def render(section: Mapping[str, Any]) -> str:
+        scalars = sorted((k, v) for k, v in section.items() if not isinstance(v, (dict, list)))
+        nested = {k: v for k, v in section.items() if isinstance(v, (dict, list))}
+        parts = [f"<h2>Stage: {html.escape(name)}</h2>", _table(scalars, ["", "value"])]
+        if nested:
+            parts.append(f"<pre>{html.escape(json.dumps(nested, indent=2, sort_keys=True))}</pre>")
+        return "".join(parts)
+
+    return render
+
+
+# Stages whose section has a renderer of its own; any other stage gets ``_stage_section``.
+SECTIONS = {"dedup": _dedup, "decompose": _decompose}
+
+
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;
@@ -174,10 +195,10 @@ def render_report(manifest: Mapping[str, Any]) -> str:
         parts.append(_svg_bar_chart(list(reasons), list(reasons.values()), "Rejected records by reason",
                                     "reason", "records"))
     parts.append(_outputs(manifest))
-    if manifest.get("dedup"):
-        parts.append(_dedup(manifest["dedup"]))
-    if manifest.get("decompose"):
-        parts.append(_decompose(manifest["decompose"]))
+    # Manifests before the stage list named their sections dedup and decompose.
+    for name in manifest.get("stages", ("dedup", "decompose")):
+        if isinstance(manifest.get(name), Mapping):
+            parts.append(SECTIONS.get(name, _stage_section(name))(manifest[name]))
     partitioning = manifest.get("execution", {}).get("partitioning", {})
     parts.append("<h2>Execution</h2>" + _table(
         [(k, v) for k, v in sorted(manifest.get("execution", {}).items()) if not isinstance(v, dict)]

@@ -10,37 +10,32 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import importlib.resources
-import json
 import math
 import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
-from corpusmill.jobs.report import render_report
+from corpusmill.pipelines.stages import StageEntry, enabled_stages, stage_folders
 from corpusmill.schemas import manifest as manifest_lib
 from corpusmill.schemas.config import JobConfig, to_dict
-from corpusmill.schemas.documents import DOCUMENT_SCHEMA, DUPLICATE_SCHEMA, REJECTED_SCHEMA
-from corpusmill.transforms import snapshot
-from corpusmill.transforms.inputs import InputFile, expand_inputs, plan_read_tasks
-from corpusmill.transforms.read import METRICS_NAMESPACE, ReadDocuments
-from corpusmill.transforms.shards import (
-    DOCUMENT_SORT_KEYS,
-    REJECTED_SORT_KEYS,
-    ParquetOptions,
-    ShardBatches,
-    WriteShards,
-    resolve_duplicate_ids,
-    write_bytes,
-)
+from corpusmill.transforms.common import METRICS_NAMESPACE
+from corpusmill.transforms.io.beam import snapshot
+from corpusmill.transforms.io.beam.files import expand_inputs
+from corpusmill.transforms.io.beam.read import ReadDocuments, ResolveDuplicateIds
+from corpusmill.transforms.io.beam.shards import ShardBatches, WriteShards
+from corpusmill.transforms.io.inputs import InputFile, plan_read_tasks
+from corpusmill.transforms.io.shard_files import DOCS, DUPLICATES, REJECTED, OutputSpec, ParquetOptions
+from corpusmill.transforms.stage import StageContext
 
-PUBLISHED = ("docs", "duplicates", "rejected", "buckets", "report.html")
 DEFAULT_RUNNER = "FnApiRunner"
+# Every snapshot's own outputs: together they account for every input record.
+CORE_OUTPUTS = (DOCS, DUPLICATES, REJECTED)
 
 
 def bundled_sample() -> str:
@@ -58,6 +53,22 @@ class JobPlan:
     num_shards: int
     partitioning: dict[str, Any]
     parquet: ParquetOptions
+    stages: tuple[tuple[StageEntry, Any], ...]
+
+    def context(self, staging: str) -> StageContext:
+        """What every stage is told about this run."""
+        return StageContext(self.num_shards, self.partitioning["mode"] == "single", staging, self.parquet)
+
+    def output_specs(self, staging: str) -> list[OutputSpec]:
+        """Every output this run writes: the core ones, then each stage's."""
+        context = self.context(staging)
+        return [*CORE_OUTPUTS, *(spec for entry, section in self.stages
+                                 for spec in entry.load().output_specs(section, context))]
+
+
+def published_names() -> tuple[str, ...]:
+    """Everything a snapshot may publish at its top level (a replaced snapshot loses all of them)."""
+    return (*(spec.name for spec in CORE_OUTPUTS), *stage_folders(), manifest_lib.REPORT_NAME)
 
 
 def plan_job(config: JobConfig) -> JobPlan:
@@ -86,76 +97,52 @@ def plan_job(config: JobConfig) -> JobPlan:
     }
     parquet = ParquetOptions(config.output.compression if config.output.compression != "none" else "none",
                              config.output.compression_level, config.output.row_group_rows)
-    return JobPlan(config, files, tasks, num_shards, partitioning, parquet)
+    return JobPlan(config, files, tasks, num_shards, partitioning, parquet, tuple(enabled_stages(config)))
 
 
-class _ResolveIdsDoFn(beam.DoFn):
-    """Per shard: keeps the first record of each id, rejects later repeats."""
-
-    def process(self, element):
-        shard, table = element
-        unique, rejected = resolve_duplicate_ids(table)
-        if rejected.num_rows:
-            beam.metrics.Metrics.counter(METRICS_NAMESPACE, "rejected_duplicate_id").inc(rejected.num_rows)
-            for batch in rejected.to_batches():
-                yield beam.pvalue.TaggedOutput("rejected", batch)
-        yield shard, unique
-
-
-def _write_results(records: list[dict], staging: str) -> None:
-    write_bytes(f"{staging}/{snapshot.RESULTS_NAME}",
-                json.dumps(records, sort_keys=True).encode("utf-8"))
-
-
-def _tag(kind: str):
-    return lambda stats: {"kind": kind, "stats": stats}
+def _tag_stage_stats(stats: dict, name: str) -> dict:
+    return {"kind": "stage", "stage": name, "stats": stats}
 
 
 def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None:
-    """Wires read -> validate -> unique ids -> dedup -> sharded Parquet onto ``pipeline``."""
-    n = plan.num_shards
+    """Wires read -> validate -> unique ids -> each enabled stage -> sharded Parquet onto ``pipeline``.
+
+    Every stage takes the kept documents and hands on its own (see
+    ``corpusmill.transforms.stage``); the documents, every stage's duplicates
+    and the dead letters are written last. Shard records and stats reach the
+    driver through one results file in the staging directory.
+    """
+    n, context = plan.num_shards, plan.context(staging)
     # One shard read by one task: the task's documents are the shard, no shuffle needed.
     collect = n == 1 and len(plan.tasks) == 1
     read = pipeline | "ReadDocuments" >> ReadDocuments(plan.tasks, plan.config.input, collect_shard=collect)
     shards = read.docs if collect else read.docs | "ShardDocuments" >> ShardBatches("id", n)
-    unique = shards | "ResolveDuplicateIds" >> beam.ParDo(_ResolveIdsDoFn()).with_outputs(
-        "rejected", main="docs")
-    results = []
-    kept = unique.docs
-    # Stage modules are imported only when the stage runs: they pull in numba,
-    # datasketch and tokenizers, which a read-only job should not pay for.
-    if plan.config.dedup.enabled:
-        from corpusmill.transforms.dedup import Deduplicate
-
-        deduped = unique.docs | "Deduplicate" >> Deduplicate(
-            plan.config.dedup, n, single_partition=plan.partitioning["mode"] == "single")
-        kept = deduped["docs"]
+    unique = shards | "ResolveDuplicateIds" >> ResolveDuplicateIds()
+    docs, duplicates, results = unique.docs, [], [read.stats]
+    for entry, section in plan.stages:
+        stage = entry.load()
+        result = docs | stage.__name__ >> stage(section, context)
+        docs = result.docs
+        duplicates += [result.duplicates] if result.duplicates is not None else []
+        results += [result.shards] if result.shards is not None else []
+        results.append(result.stats | f"Tag{stage.__name__}Stats" >> beam.Map(_tag_stage_stats, entry.name))
+    results.append(docs | "WriteDocuments" >> WriteShards(DOCS, staging, n, plan.parquet))
+    if duplicates:
         results.append(
-            deduped["duplicates"]
+            tuple(duplicates)
+            | "AllDuplicates" >> beam.Flatten()
             | "ShardDuplicates" >> ShardBatches("id", n)
-            | "WriteDuplicates" >> WriteShards(
-                "duplicates", staging, n, DUPLICATE_SCHEMA, ["id"], plan.parquet, count_by="kind"))
-        results.append(deduped["stats"] | "TagDedupStats" >> beam.Map(_tag("dedup")))
-    results.append(kept | "WriteDocuments" >> WriteShards(
-        "docs", staging, n, DOCUMENT_SCHEMA, DOCUMENT_SORT_KEYS, plan.parquet))
-    if plan.config.decompose.enabled:
-        from corpusmill.transforms.buckets import DecomposeDocuments
-
-        decomposed = kept | "DecomposeDocuments" >> DecomposeDocuments(
-            plan.config.decompose, staging, plan.parquet, n)
-        results += [decomposed.shards, decomposed.stats]
-    rejected_shards = (
+            | "WriteDuplicates" >> WriteShards(DUPLICATES, staging, n, plan.parquet))
+    results.append(
         (read.rejected, unique.rejected)
         | "AllRejected" >> beam.Flatten()
         | "ShardRejected" >> ShardBatches("source", n)
-        | "WriteRejected" >> WriteShards(
-            "rejected", staging, n, REJECTED_SCHEMA, REJECTED_SORT_KEYS, plan.parquet, count_by="reason")
-    )
+        | "WriteRejected" >> WriteShards(REJECTED, staging, n, plan.parquet))
     _ = (
-        (read.stats, rejected_shards, *results)
+        tuple(results)
         | "AllResults" >> beam.Flatten()
         | "CollectResults" >> beam.CombineGlobally(beam.combiners.ToListCombineFn())
-        | "WriteResults" >> beam.Map(_write_results, staging)
+        | "WriteResults" >> beam.Map(snapshot.write_results, staging)
     )
 
 
@@ -203,12 +190,61 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return options
 
 
-def run_job(config: JobConfig, beam_args: list[str] = ()) -> dict[str, Any] | None:
+def _run_pipeline(plan: JobPlan, options: PipelineOptions, staging: str):
+    """Builds and runs the pipeline; the result, or None for a dry run (translation only)."""
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, plan, staging)
+    result = pipeline.run()
+    result.wait_until_finish()
+    if options.view_as(TestOptions).dry_run:
+        return None
+    if result.state != beam.runners.runner.PipelineState.DONE:
+        raise RuntimeError(f"pipeline ended in state {result.state}")
+    return result
+
+
+def _outputs(plan: JobPlan, staging: str, records: list[dict]) -> dict[str, list[dict]]:
+    """Shard records per output, with empty shards written for the shard numbers no row went to."""
+    shards = [r for r in records if r.get("kind") == "shard"]
+    return {spec.name: snapshot.fill_missing_shards(spec, staging, plan.num_shards,
+                                                    [s for s in shards if s["output"] == spec.name], plan.parquet)
+            for spec in plan.output_specs(staging)}
+
+
+def _manifest(plan: JobPlan, records: list[dict], outputs: dict[str, list[dict]], result,
+              options: PipelineOptions, timings: dict[str, Any], created_at: str) -> dict[str, Any]:
+    stage_stats = {r["stage"]: r["stats"] for r in records if r.get("kind") == "stage"}
+    counters, stage_ms = _counters(result)
+    return manifest_lib.build_manifest(
+        job_name=plan.config.name,
+        config=to_dict(plan.config),
+        code_version=code_version(),
+        read_stats=[r for r in records if r.get("kind") == "read"],
+        outputs=outputs,
+        rejected_by_reason=manifest_lib.sum_value_counts([s.get("count_by", {}) for s in outputs["rejected"]]),
+        duplicates_by_kind=manifest_lib.sum_value_counts([s.get("count_by", {}) for s in outputs["duplicates"]]),
+        stages={entry.name: stage_stats[entry.name] for entry, _ in plan.stages},
+        execution={
+            "runner": str(options.view_as(StandardOptions).runner),
+            "read_tasks": len(plan.tasks),
+            "partitioning": plan.partitioning,
+        },
+        counters=counters,
+        timings={**timings, "stage_ms": stage_ms},
+        created_at=created_at,
+    )
+
+
+def run_job(config: JobConfig, beam_args: list[str] = (),
+            render_report: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any] | None:
     """Runs a whole job and publishes its snapshot.
 
     Args:
         config: The validated job configuration.
         beam_args: Beam PipelineOptions flags (``--runner``, ``--project``, ...).
+        render_report: Renders report.html from the manifest (the CLI passes
+            ``corpusmill.jobs.report.render_report``); it is published with the
+            snapshot, before ``_SUCCESS``. None publishes no report.
 
     Returns:
         The manifest, or None for a ``--dry_run`` (translation only, nothing written).
@@ -219,72 +255,22 @@ def run_job(config: JobConfig, beam_args: list[str] = ()) -> dict[str, Any] | No
     out = plan.config.output.path.rstrip("/")
     options = pipeline_options(beam_args)
     dry_run = options.view_as(TestOptions).dry_run
-    staging = snapshot.prepare_output(out, plan.config.output.overwrite or dry_run, PUBLISHED)
+    staging = snapshot.prepare_output(out, plan.config.output.overwrite or dry_run, published_names())
     planned = time.perf_counter()
     try:
-        pipeline = beam.Pipeline(options=options)
-        build_pipeline(pipeline, plan, staging)
-        result = pipeline.run()
-        result.wait_until_finish()
-        if dry_run:
+        result = _run_pipeline(plan, options, staging)
+        if result is None:
             return None
-        state = result.state
-        if state != beam.runners.runner.PipelineState.DONE:
-            raise RuntimeError(f"pipeline ended in state {state}")
         ran = time.perf_counter()
         records = snapshot.read_results(staging)
-        read_stats = [r for r in records if r.get("kind") == "read"]
-        shards = [r for r in records if r.get("kind") == "shard"]
-        stage_stats = {r["kind"]: r["stats"] for r in records if "stats" in r}
-        outputs = {}
-        decompose = plan.config.decompose
-        buckets = []
-        if decompose.enabled:
-            from corpusmill.transforms.buckets import BUCKET_SCHEMA, bucket_outputs
-
-            buckets = [(name, BUCKET_SCHEMA) for name in bucket_outputs(decompose)]
-        for name, schema in (("docs", DOCUMENT_SCHEMA), ("duplicates", DUPLICATE_SCHEMA),
-                             ("rejected", REJECTED_SCHEMA), *buckets):
-            written = [s for s in shards if s["output"] == name]
-            outputs[name] = snapshot.fill_missing_shards(name, staging, plan.num_shards, written, schema,
-                                                         plan.parquet)
-        counters, stage_ms = _counters(result)
-        decompose_stats = None
-        if decompose.enabled:
-            from corpusmill.transforms.bucket_stats import merge_decompose_stats
-
-            decompose_stats = merge_decompose_stats(records)
-            # Times vary between identical runs; the time_decompose_* counters already carry them.
-            decompose_stats.pop("timings_ms", None)
-        manifest = manifest_lib.build_manifest(
-            job_name=plan.config.name,
-            config=to_dict(plan.config),
-            code_version=code_version(),
-            read_stats=read_stats,
-            outputs=outputs,
-            rejected_by_reason=manifest_lib.sum_value_counts([s.get("count_by", {}) for s in outputs["rejected"]]),
-            duplicates_by_kind=manifest_lib.sum_value_counts(
-                [s.get("count_by", {}) for s in outputs["duplicates"]]),
-            stages={
-                **{name: stage_stats[name] for name in ("dedup",) if name in stage_stats},
-                **({"decompose": decompose_stats} if decompose_stats else {}),
-            },
-            execution={
-                "runner": str(options.view_as(StandardOptions).runner),
-                "read_tasks": len(plan.tasks),
-                "partitioning": plan.partitioning,
-            },
-            counters=counters,
-            timings={
-                "plan_seconds": round(planned - started, 3),
-                "pipeline_seconds": round(ran - planned, 3),
-                "stage_ms": stage_ms,
-            },
-            created_at=created_at,
-        )
-        published_at = time.perf_counter()
-        manifest["timings"]["wall_seconds"] = round(published_at - started, 3)
-        snapshot.publish(out, staging, outputs, manifest, PUBLISHED, render_report(manifest))
+        outputs = _outputs(plan, staging, records)
+        manifest = _manifest(plan, records, outputs, result, options, {
+            "plan_seconds": round(planned - started, 3),
+            "pipeline_seconds": round(ran - planned, 3),
+        }, created_at)
+        manifest["timings"]["wall_seconds"] = round(time.perf_counter() - started, 3)
+        report = render_report(manifest) if render_report is not None else None
+        snapshot.publish(out, staging, outputs, manifest, published_names(), report)
         return manifest
     finally:
         snapshot.discard(staging)

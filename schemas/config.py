@@ -40,6 +40,29 @@ def bounded(default: Any, low: float | None = None, high: float | None = None) -
 _choices, _bounded = choices, bounded
 
 
+def _check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(key, f"{value!r} is not allowed; allowed values: {', '.join(choices)}")
+    low, high = meta.get("min"), meta.get("max")
+    if value is None or (low is None and high is None):
+        return
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"{low if low is not None else '-inf'} .. {high if high is not None else 'inf'}"
+        raise ConfigError(key, f"{value!r} is out of range; allowed: {span}")
+
+
+def check_fields(instance: Any, prefix: str) -> None:
+    """Checks every field of a config dataclass against its choices and bounds.
+
+    Raises:
+        ConfigError: naming ``prefix + field`` and what is allowed.
+    """
+    for f in dataclasses.fields(instance):
+        if not dataclasses.is_dataclass(f.type) and f.metadata:
+            _check_bounds(prefix + f.name, getattr(instance, f.name), f.metadata)
+
+
 INPUT_FORMATS = ("auto", "jsonl", "parquet", "text")
 
 
@@ -240,6 +263,9 @@ class DecomposeConfig:
     curriculum: CurriculumSectionConfig = CurriculumSectionConfig()
 
     def __post_init__(self):
+        # Built directly (by a kernel's caller or a test), not only from YAML:
+        # the same checks, naming the same keys.
+        check_fields(self, "decompose.")
         kind, sep, target = self.tokenizer.partition(":")
         if kind not in TOKENIZER_KINDS or not sep or not target:
             raise ConfigError(
@@ -273,26 +299,19 @@ class DecomposeConfig:
                 f"2^max_exp = {longest}",
             )
 
-    def decomposition_config(self):
-        """The kernel's :class:`~corpusmill.transforms.decompose.DecompositionConfig`."""
-        from corpusmill.transforms.decompose import DecompositionConfig
+    @property
+    def extra(self) -> int:
+        """Tokens a piece holds beyond its power of two (1 with ``plus_one``)."""
+        return 1 if self.plus_one else 0
 
-        return DecompositionConfig(
-            min_exp=self.min_exp, max_exp=self.max_exp, mode=self.mode, seed=self.seed, plus_one=self.plus_one
-        )
+    @property
+    def exponents(self) -> range:
+        """Bucket exponents, shortest first."""
+        return range(self.min_exp, self.max_exp + 1)
 
-    def curriculum_config(self):
-        """The reader's :class:`~corpusmill.transforms.curriculum.CurriculumConfig`."""
-        from corpusmill.transforms.curriculum import CurriculumConfig
-
-        curriculum = self.curriculum
-        odds = curriculum.custom_odds if curriculum.odds == "custom" else curriculum.odds
-        return CurriculumConfig(
-            tokens_per_step=curriculum.tokens_per_step,
-            odds=odds,
-            num_cycles=curriculum.num_cycles,
-            seed=curriculum.seed,
-        )
+    def piece_length(self, exponent: int) -> int:
+        """Tokens stored per piece of bucket ``exponent``."""
+        return (1 << exponent) + self.extra
 
 
 @dataclass(frozen=True)
@@ -346,18 +365,6 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(key, f"expected a string, got {value!r}")
         return value
     raise ConfigError(key, f"unsupported type {tp}")
-
-
-def _check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        raise ConfigError(key, f"{value!r} is not allowed; allowed values: {', '.join(choices)}")
-    low, high = meta.get("min"), meta.get("max")
-    if value is None or (low is None and high is None):
-        return
-    if (low is not None and value < low) or (high is not None and value > high):
-        span = f"{low if low is not None else '-inf'} .. {high if high is not None else 'inf'}"
-        raise ConfigError(key, f"{value!r} is out of range; allowed: {span}")
 
 
 def build(cls: type, data: Mapping[str, Any] | None, prefix: str = "") -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+REPORT_NAME = "report.html"
 SUCCESS_NAME = "_SUCCESS"
 
 # Keys whose values legitimately differ between two runs of the same job.
@@ -60,8 +61,9 @@ def build_manifest(
 ) -> dict[str, Any]:
     """Assembles the manifest and checks the accounting.
 
-    ``stages`` adds one section per stage that ran (``dedup``, ``decompose``)
-    with the numbers that stage reported.
+    ``stages`` adds one section per stage that ran (``dedup``, ``decompose``),
+    in pipeline order, with the numbers that stage reported; ``stages`` in the
+    manifest lists their names in that order.
 
     Raises:
         AccountingError: if input records != kept + duplicates + rejected.
@@ -99,6 +101,7 @@ def build_manifest(
         "counts": counts,
         "execution": execution,
         "outputs": summaries,
+        "stages": list(stages),
         **stages,
         "counters": dict(sorted(counters.items())),
         "timings": timings,

@@ -21,15 +21,22 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+COMPONENT_MODES = ("auto", "single", "distributed")
+
 __all__ = [
+    "COMPONENT_MODES",
+    "choose_mode",
+    "concat_pairs",
     "edge_checksum",
     "distributed_components",
     "large_star",
     "min_label_per_node",
+    "mode_reason",
     "node_partition",
     "small_star",
     "star_labels",
     "union_find_components",
+    "unique_rows",
 ]
 
 _EMPTY = np.empty(0, dtype=np.int64)
@@ -82,8 +89,8 @@ def union_find_components(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarr
 def node_partition(nodes: np.ndarray, num_partitions: int) -> np.ndarray:
     """The partition that owns each node: a mixed hash of the uid, modulo num_partitions.
 
-    Uids are (shard, row) packed, so mixing spreads a shard's nodes over all
-    partitions instead of sending them to one.
+    Mixing keeps the partitions balanced whatever the uids are (hashes of
+    ids, or any other numbering).
     """
     h = np.asarray(nodes, dtype=np.int64).astype(np.uint64)
     h = (h ^ (h >> np.uint64(33))) * np.uint64(0xFF51AFD7ED558CCD)
@@ -254,3 +261,39 @@ def rounds_to_converge(checksums: list[tuple[int, int]]) -> int | None:
         if checksums[i] == checksums[i + 1]:
             return i
     return None
+
+
+def concat_pairs(pairs) -> tuple[np.ndarray, np.ndarray]:
+    """One (left, right) int64 edge array pair from many."""
+    pairs = list(pairs)
+    if not pairs:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    return (np.concatenate([p[0] for p in pairs]).astype(np.int64, copy=False),
+            np.concatenate([p[1] for p in pairs]).astype(np.int64, copy=False))
+
+
+def choose_mode(requested: str, edge_count: int, single_worker_max_edges: int) -> str:
+    """The branch that labels the graph: the requested one, or for auto by edge count."""
+    if requested != "auto":
+        return requested
+    return "single" if edge_count <= single_worker_max_edges else "distributed"
+
+
+def mode_reason(requested: str, mode: str, edge_count: int, single_worker_max_edges: int,
+                single_partition: bool) -> str:
+    """Why ``mode`` ran, for the manifest."""
+    if requested != "auto":
+        return f"components = {requested} requested"
+    if single_partition:
+        return "auto with a single-partition input: single-worker union-find chosen when the pipeline was built"
+    relation = "<=" if mode == "single" else ">"
+    return f"auto: {edge_count} edges {relation} single_worker_max_edges {single_worker_max_edges}"
+
+
+def unique_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (a, b) pairs, sorted."""
+    if a.size == 0:
+        return a, b
+    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()

@@ -37,65 +37,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import xxhash
 
-DecompositionMode = Literal["cap", "random"]
-
-_MODES = ("cap", "random")
+from corpusmill.schemas.config import DecomposeConfig
 
 
-@dataclasses.dataclass(frozen=True)
-class DecompositionConfig:
-    """Parameters of the binary decomposition.
+def decomposition_params(config: DecomposeConfig) -> dict:
+    """The parameters that shape the pieces, as recorded in stats and the manifest."""
+    return {"min_exp": config.min_exp, "max_exp": config.max_exp, "mode": config.mode, "seed": config.seed,
+            "plus_one": config.plus_one}
 
-    Attributes:
-        min_exp: log2 of the shortest piece; shorter remainders are dropped.
-        max_exp: log2 of the longest piece.
-        mode: What to do with a remainder longer than ``2^max_exp``: "cap" cuts
-            a ``2^max_exp`` piece; "random" draws the piece exponent with
-            probability ``∝ 2^(max_exp - k)`` (the reference's default).
-        seed: Seed of the "random" mode draws.
-        plus_one: Pieces hold ``2^k + 1`` tokens (input/target shift included),
-            as in the reference; False gives ``2^k``.
-    """
 
-    min_exp: int = 8
-    max_exp: int = 13
-    mode: DecompositionMode = "random"
-    seed: int = 0
-    plus_one: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_exp <= self.max_exp <= 30:
-            raise ValueError(
-                f"decompose.min_exp={self.min_exp} and decompose.max_exp={self.max_exp} must "
-                "satisfy 0 <= min_exp <= max_exp <= 30"
-            )
-        if self.mode not in _MODES:
-            raise ValueError(f"decompose.mode={self.mode!r} must be one of {list(_MODES)}")
-
-    @property
-    def extra(self) -> int:
-        """Tokens a piece holds beyond its power of two (1 with ``plus_one``)."""
-        return 1 if self.plus_one else 0
-
-    @property
-    def exponents(self) -> range:
-        """Bucket exponents, shortest first."""
-        return range(self.min_exp, self.max_exp + 1)
-
-    def piece_length(self, exponent: int) -> int:
-        """Tokens stored per piece of bucket ``exponent``."""
-        return (1 << exponent) + self.extra
-
-    def random_exponent_probabilities(self) -> np.ndarray:
-        """``p(k) ∝ 2^(max_exp - k)`` for k = min_exp..max_exp (mode "random")."""
-        weights = np.exp2(self.max_exp - np.arange(self.min_exp, self.max_exp + 1))
-        return weights / weights.sum()
+def random_exponent_probabilities(config: DecomposeConfig) -> np.ndarray:
+    """``p(k) ∝ 2^(max_exp - k)`` for k = min_exp..max_exp (mode "random")."""
+    weights = np.exp2(config.max_exp - np.arange(config.min_exp, config.max_exp + 1))
+    return weights / weights.sum()
 
 
 def bucket_dirname(exponent: int) -> str:
@@ -150,7 +110,7 @@ class Decomposition:
         dropped_tokens: int64 tokens of each document that went to no bucket.
     """
 
-    config: DecompositionConfig
+    config: DecomposeConfig
     buckets: dict[int, BucketPieces]
     document_lengths: np.ndarray
     dropped_tokens: np.ndarray
@@ -184,7 +144,7 @@ def _uniform(document_key: bytes, draw_index: int) -> float:
 
 
 def plan_document(
-    length: int, config: DecompositionConfig, doc_id: object = None
+    length: int, config: DecomposeConfig, doc_id: object = None
 ) -> tuple[list[tuple[int, int]], int]:
     """Plans the pieces of one document from its token count.
 
@@ -222,7 +182,7 @@ def plan_document(
                 continue
             if cumulative is None:
                 # Largest exponent first, as the reference orders its choices.
-                cumulative = np.cumsum(config.random_exponent_probabilities()[::-1])
+                cumulative = np.cumsum(random_exponent_probabilities(config)[::-1])
                 document_key = _document_key(config.seed, doc_id)
             choice = int(np.searchsorted(cumulative, _uniform(document_key, draws), side="right"))
             exponent = config.max_exp - min(choice, len(cumulative) - 1)
@@ -238,7 +198,7 @@ def decompose_ragged(
     values: np.ndarray,
     row_splits: np.ndarray,
     doc_ids: Sequence[object] | np.ndarray,
-    config: DecompositionConfig = DecompositionConfig(),
+    config: DecomposeConfig = DecomposeConfig(),
 ) -> Decomposition:
     """Decomposes a batch of documents stored as one flat token array.
 
@@ -304,7 +264,7 @@ def decompose_ragged(
 def decompose_documents(
     documents: Sequence[np.ndarray],
     doc_ids: Sequence[object] | np.ndarray,
-    config: DecompositionConfig = DecompositionConfig(),
+    config: DecomposeConfig = DecomposeConfig(),
 ) -> Decomposition:
     """Decomposes a batch of tokenized documents.
 
@@ -395,40 +355,49 @@ def concat_chunk_lengths(total_tokens: int, sequence_length: int) -> np.ndarray:
     return np.append(lengths, rest) if rest else lengths
 
 
-def cross_document_attention_fraction(document_lengths: np.ndarray, sequence_length: int) -> float:
-    """Share of causal attention pairs that cross documents under concat-and-chunk.
+def attention_pairs(document_lengths: np.ndarray, sequence_length: int) -> tuple[int, int]:
+    """Causal attention pairs of concat-and-chunk, all and within one document.
 
     The baseline concatenates the documents in the given order (each already
     ending in its end-of-text id) and cuts the stream into chunks of
     ``sequence_length`` tokens (the last one may be shorter). Within a chunk
     each token attends to every earlier token of the chunk: a chunk of length
-    c has ``c(c-1)/2`` (query, earlier key) pairs. A pair is cross-document when
-    query and key come from different documents. The fraction is::
-
-        1 - Σ_segments s(s-1)/2 ÷ Σ_chunks c(c-1)/2
-
-    where a segment is a maximal run of one document's tokens inside one
-    chunk. Decomposed sequences, cut inside single documents, have fraction 0.
+    c has ``c(c-1)/2`` (query, earlier key) pairs; a segment (a maximal run of
+    one document's tokens inside one chunk) of length s has ``s(s-1)/2`` pairs
+    within one document. Counts (rather than their ratio) add up across
+    shards, so a run's fraction is ``1 - Σ same ÷ Σ all`` over its shards.
 
     Args:
         document_lengths: Token count of each document, in concatenation order.
         sequence_length: Chunk length.
 
     Returns:
-        The fraction in [0, 1] (0.0 when there is no pair at all).
+        ``(all_pairs, same_document_pairs)``.
     """
     lengths = np.asarray(document_lengths, dtype=np.int64)
     total = int(lengths.sum())
     if total == 0:
-        return 0.0
+        return 0, 0
     document_ends = np.cumsum(lengths)
     chunk_ends = np.arange(sequence_length, total, sequence_length, dtype=np.int64)
     boundaries = np.union1d(np.concatenate([document_ends, chunk_ends]), [0, total])
-    segments = np.diff(boundaries).astype(np.float64)
-    chunks = concat_chunk_lengths(total, sequence_length).astype(np.float64)
-    all_pairs = (chunks * (chunks - 1) / 2).sum()
-    same_document_pairs = (segments * (segments - 1) / 2).sum()
-    return float(1.0 - same_document_pairs / all_pairs) if all_pairs else 0.0
+    segments = np.diff(boundaries)
+    chunks = concat_chunk_lengths(total, sequence_length)
+    # int64 is exact here: a chunk contributes under 2^61 pairs for any chunk below 2^31.
+    return int((chunks * (chunks - 1) // 2).sum()), int((segments * (segments - 1) // 2).sum())
+
+
+def cross_document_fraction(all_pairs: int, same_document_pairs: int) -> float:
+    """Share of attention pairs that cross documents (0.0 when there is no pair at all)."""
+    return 1.0 - same_document_pairs / all_pairs if all_pairs else 0.0
+
+
+def cross_document_attention_fraction(document_lengths: np.ndarray, sequence_length: int) -> float:
+    """Share of causal attention pairs that cross documents under concat-and-chunk (``attention_pairs``).
+
+    Decomposed sequences, cut inside single documents, have fraction 0.
+    """
+    return cross_document_fraction(*attention_pairs(document_lengths, sequence_length))
 
 
 def decomposition_summary(

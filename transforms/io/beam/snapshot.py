@@ -14,25 +14,14 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 from corpusmill.schemas import manifest as manifest_lib
-from corpusmill.transforms.shards import ParquetOptions, encode_parquet, shard_record, write_bytes
+from corpusmill.transforms.io.beam.files import delete_tree, exists, read_bytes, write_bytes
+from corpusmill.transforms.io.shard_files import OutputSpec, ParquetOptions, encode_shard
 
 RESULTS_NAME = "_results.json"
 
 
 class OutputExistsError(FileExistsError):
     """The output directory already holds a snapshot and overwrite was not asked for."""
-
-
-def _exists(path: str) -> bool:
-    return FileSystems.exists(path)
-
-
-def _delete_tree(prefix: str) -> None:
-    matched = FileSystems.match([prefix.rstrip("/") + "/**"])[0].metadata_list
-    if matched:
-        FileSystems.delete([m.path for m in matched])
-    if FileSystems.exists(prefix):
-        FileSystems.delete([prefix])
 
 
 def prepare_output(out: str, overwrite: bool, published: tuple[str, ...]) -> str:
@@ -47,7 +36,7 @@ def prepare_output(out: str, overwrite: bool, published: tuple[str, ...]) -> str
         OutputExistsError: if ``out`` holds a snapshot and overwrite is False.
     """
     present = [name for name in (manifest_lib.SUCCESS_NAME, manifest_lib.MANIFEST_NAME, *published)
-               if _exists(f"{out}/{name}")]
+               if exists(f"{out}/{name}")]
     if present and not overwrite:
         raise OutputExistsError(
             f"{out} already holds a snapshot ({', '.join(present)}); choose another --output "
@@ -55,7 +44,7 @@ def prepare_output(out: str, overwrite: bool, published: tuple[str, ...]) -> str
     if present:
         # Unpublish first: from here until the new _SUCCESS the directory is incomplete.
         success = f"{out}/{manifest_lib.SUCCESS_NAME}"
-        if _exists(success):
+        if exists(success):
             FileSystems.delete([success])
     staging = f"{out}/_staging-{uuid.uuid4().hex[:12]}"
     FileSystems.mkdirs(staging)
@@ -64,20 +53,23 @@ def prepare_output(out: str, overwrite: bool, published: tuple[str, ...]) -> str
 
 def read_results(staging: str) -> list[dict]:
     """The stats records the pipeline left in the staging directory."""
-    with FileSystems.open(f"{staging}/{RESULTS_NAME}") as handle:
-        return json.loads(handle.read().decode("utf-8"))
+    return json.loads(read_bytes(f"{staging}/{RESULTS_NAME}").decode("utf-8"))
 
 
-def fill_missing_shards(output: str, staging: str, num_shards: int, written: list[dict],
-                        schema, options: ParquetOptions) -> list[dict]:
-    """Writes empty shards for shard numbers no row hashed to, so every part-i-of-N exists."""
+def write_results(records: list[dict], staging: str) -> None:
+    """Leaves the pipeline's stats and shard records in the staging directory for the driver."""
+    write_bytes(f"{staging}/{RESULTS_NAME}", json.dumps(records, sort_keys=True).encode("utf-8"))
+
+
+def fill_missing_shards(spec: OutputSpec, staging: str, num_shards: int, written: list[dict],
+                        options: ParquetOptions) -> list[dict]:
+    """Writes empty shards for shard numbers no row went to, so every part-i-of-N exists."""
     have = {s["shard"] for s in written}
-    empty = encode_parquet(schema.empty_table(), options)
     added = []
     for shard in range(num_shards):
         if shard not in have:
-            record = shard_record(output, shard, num_shards, 0, empty)
-            write_bytes(f"{staging}/{record['path']}", empty)
+            record, data = encode_shard(spec, shard, num_shards, spec.schema.empty_table(), options)
+            write_bytes(f"{staging}/{record['path']}", data)
             added.append(record)
     return written + added
 
@@ -95,11 +87,11 @@ def publish(out: str, staging: str, outputs: dict[str, list[dict]], manifest: di
         report_html: The rendered report.html, if any.
     """
     for name in published:
-        if _exists(f"{out}/{name}"):
-            _delete_tree(f"{out}/{name}")
+        if exists(f"{out}/{name}"):
+            delete_tree(f"{out}/{name}")
     sources, destinations = [], []
     for name, shards in outputs.items():
-        if not _exists(f"{out}/{name}"):
+        if not exists(f"{out}/{name}"):
             FileSystems.mkdirs(f"{out}/{name}")
         for shard in shards:
             sources.append(f"{staging}/{shard['path']}")
@@ -110,13 +102,13 @@ def publish(out: str, staging: str, outputs: dict[str, list[dict]], manifest: di
     write_bytes(f"{out}/{manifest_lib.MANIFEST_NAME}.tmp", text.encode("utf-8"))
     FileSystems.rename([f"{out}/{manifest_lib.MANIFEST_NAME}.tmp"], [f"{out}/{manifest_lib.MANIFEST_NAME}"])
     if report_html is not None:
-        write_bytes(f"{out}/report.html", report_html.encode("utf-8"))
-    _delete_tree(staging)
+        write_bytes(f"{out}/{manifest_lib.REPORT_NAME}", report_html.encode("utf-8"))
+    delete_tree(staging)
     write_bytes(f"{out}/{manifest_lib.SUCCESS_NAME}", b"")
 
 
 def discard(staging: str) -> None:
     """Removes a failed run's staging directory."""
-    if _exists(staging):
-        _delete_tree(staging)
+    if exists(staging):
+        delete_tree(staging)
 

@@ -323,3 +323,17 @@ def csr_concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, 
         shifted.append(offsets[1:] - offsets[0] + base)
         base += int(offsets[-1] - offsets[0])
     return values, np.concatenate(shifted)
+
+
+def csr_pieces(values: np.ndarray, offsets: np.ndarray, piece_bytes: int = 1 << 20):
+    """Yields ``(first_set, values, offsets)`` runs of whole sets of about ``piece_bytes`` each.
+
+    Large values cross a shuffle cheaper in pieces of about a megabyte (see
+    ``corpusmill.transforms.io.arrow_ipc``).
+    """
+    sets = offsets.shape[0] - 1
+    count = max(1, min(sets, -(-values.nbytes // piece_bytes)))
+    targets = np.linspace(0, offsets[-1], count + 1)
+    bounds = np.unique(np.concatenate([[0], np.searchsorted(offsets, targets[1:-1]), [sets]]))
+    for first, last in zip(bounds[:-1], bounds[1:]):
+        yield int(first), values[offsets[first] : offsets[last]], offsets[first : last + 1] - offsets[first]

@@ -1,16 +1,18 @@
-"""Finding input files and planning them into read tasks.
+"""Finding input files and planning them into read tasks (Beam-free).
 
 Inputs are expanded when the pipeline is built, not inside it: a pattern that
 matches nothing fails before any worker starts, the manifest can list the
 files, and read tasks can group many small text files into one Beam element.
+Listing a filesystem is injected (``match``): the job passes
+``corpusmill.transforms.io.beam.files.match``, which reads any Beam filesystem.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
-
-from apache_beam.io.filesystems import FileSystems
+from typing import Callable
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
@@ -90,12 +92,17 @@ def _relpath(path: str, root: str) -> str:
     return path
 
 
-def expand_inputs(patterns: tuple[str, ...] | list[str], forced_format: str = "auto") -> list[InputFile]:
+# A glob in, (path, size in bytes) of every matching file out.
+Match = Callable[[str], list[tuple[str, int]]]
+
+
+def expand_inputs(patterns: tuple[str, ...] | list[str], forced_format: str, match: Match) -> list[InputFile]:
     """Expands files, folders and globs into a sorted list of input files.
 
     Args:
         patterns: Paths or globs; a folder means every supported file below it.
         forced_format: ``auto`` to pick readers by extension, else one format for all.
+        match: Lists the files a glob matches, with their sizes.
 
     Returns:
         Input files sorted by path, without repeats.
@@ -108,13 +115,12 @@ def expand_inputs(patterns: tuple[str, ...] | list[str], forced_format: str = "a
         globbed = pattern
         if not any(c in pattern for c in "*?[") and _is_directory(pattern):
             globbed = pattern.rstrip("/") + "/**"
-        matched = FileSystems.match([globbed])[0].metadata_list
         kept = 0
-        for meta in matched:
-            kind = detect_format(meta.path, forced_format)
+        for path, size in match(globbed):
+            kind = detect_format(path, forced_format)
             if kind is None:
                 continue
-            found[meta.path] = (meta.size_in_bytes, *kind)
+            found[path] = (size, *kind)
             kept += 1
         if not kept:
             raise InputError(
@@ -129,8 +135,6 @@ def expand_inputs(patterns: tuple[str, ...] | list[str], forced_format: str = "a
 def _is_directory(path: str) -> bool:
     scheme, _ = _split_scheme(path)
     if not scheme:
-        import os
-
         return os.path.isdir(path)
     # Object stores have no directories; a trailing slash says the user meant a prefix.
     return path.endswith("/")

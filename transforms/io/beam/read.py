@@ -1,4 +1,4 @@
-"""ReadDocuments: input files in, validated Arrow document batches out."""
+"""ReadDocuments and ResolveDuplicateIds: input files in, validated documents with unique ids out."""
 
 from __future__ import annotations
 
@@ -9,23 +9,18 @@ from typing import Iterator
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from corpusmill.schemas.config import InputConfig
-from corpusmill.transforms.formats import BatchBuilder, FieldMap, read_file
-from corpusmill.transforms.inputs import InputFile
+from corpusmill.transforms.common import METRICS_NAMESPACE
+from corpusmill.transforms.io.beam.files import open_raw
+from corpusmill.transforms.io.formats import read_file
+from corpusmill.transforms.io.inputs import InputFile
+from corpusmill.transforms.io.unique_ids import resolve_duplicate_ids
+from corpusmill.transforms.io.validate import BatchBuilder, FieldMap
 
-METRICS_NAMESPACE = "corpusmill"
 REJECTED_TAG = "rejected"
 STATS_TAG = "stats"
-
-
-def open_raw(path: str):
-    """Opens a path on any Beam filesystem as raw bytes; corpusmill decompresses itself
-    so that a truncated stream is detected instead of read as a short file."""
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 class _ReadTaskDoFn(beam.DoFn):
@@ -106,3 +101,30 @@ class ReadDocuments(beam.PTransform):
             tasks = tasks | "SpreadReadTasks" >> beam.Reshuffle()
         return tasks | "ReadAndValidate" >> beam.ParDo(
             _ReadTaskDoFn(self._config, self._collect_shard)).with_outputs(REJECTED_TAG, STATS_TAG, main="docs")
+
+
+class _ResolveIdsDoFn(beam.DoFn):
+    """Per shard: keeps the first record of each id, rejects later repeats."""
+
+    def process(self, element):
+        shard, table = element
+        unique, rejected = resolve_duplicate_ids(table)
+        if rejected.num_rows:
+            Metrics.counter(METRICS_NAMESPACE, "rejected_duplicate_id").inc(rejected.num_rows)
+            for batch in rejected.to_batches():
+                yield beam.pvalue.TaggedOutput(REJECTED_TAG, batch)
+        yield shard, unique
+
+
+class ResolveDuplicateIds(beam.PTransform):
+    """Keeps one record per id in every shard.
+
+    Input: ``(shard, pyarrow.Table)`` holding every record whose id hashes to
+    the shard. Output: a DoOutputsTuple with main ``(shard, pyarrow.Table)``,
+    the unique documents sorted by id, and ``rejected``: ``pyarrow.RecordBatch``
+    of ``REJECTED_SCHEMA``, one row per later repeat of an id.
+    """
+
+    def expand(self, shards):
+        return shards | "KeepFirstOfEachId" >> beam.ParDo(_ResolveIdsDoFn()).with_outputs(
+            REJECTED_TAG, main="docs")

@@ -54,7 +54,7 @@ from corpusmill.schemas.config import NormalizeConfig
 
 # One whitespace definition for normalisation and shingling: a word boundary
 # the collapse keeps is a word boundary the tokenizer sees.
-from corpusmill.transforms.minhash import _nb_whitespace_length, _utf8_buffers
+from corpusmill.transforms.dedup.minhash_kernels import nb_whitespace_length, utf8_buffers
 
 __all__ = ["exact_hashes", "normalize_array", "normalize_text", "normalize_texts"]
 
@@ -170,7 +170,7 @@ def _nb_map_and_collapse(data, offsets, alt_data, alt_offsets, alt_of_doc, byte_
                 if c < 128:
                     space = 1 if (c == 32 or 9 <= c <= 13 or 28 <= c <= 31) else 0
                 else:
-                    space = _nb_whitespace_length(source, i, end)
+                    space = nb_whitespace_length(source, i, end)
                 if space:
                     pending_space = position > start
                     i += space
@@ -213,8 +213,8 @@ def normalize_array(texts: ArrowTexts, config: NormalizeConfig = NormalizeConfig
             alt_of_doc[non_ascii] = np.arange(non_ascii.size, dtype=np.int64)
     if not config.collapse_whitespace and np.array_equal(byte_map, np.arange(256)) and not len(alt_texts):
         return texts
-    data, offsets = _utf8_buffers(texts)
-    alt_data, alt_offsets = _utf8_buffers(alt_texts)
+    data, offsets = utf8_buffers(texts)
+    alt_data, alt_offsets = utf8_buffers(alt_texts)
     lengths = np.diff(offsets)
     capacity = int(lengths[alt_of_doc < 0].sum() + alt_offsets[-1])
     out = np.empty(max(1, capacity), dtype=np.uint8)
@@ -240,7 +240,7 @@ def exact_hashes(texts: Iterable[str] | ArrowTexts) -> np.ndarray:
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.cast(pa.large_string()).combine_chunks()
     if isinstance(texts, pa.Array):
-        data, offsets = _utf8_buffers(texts)
+        data, offsets = utf8_buffers(texts)
         view = memoryview(data)
         bounds = offsets.tolist()
         values = [digest(view[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]

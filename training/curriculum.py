@@ -237,7 +237,7 @@ class CurriculumReader:
         Args:
             buckets: Exponent k to either a 2-D token array ``(rows, 2^k[+1])``
                 or an object with ``tokens``, ``doc_ids`` and ``offsets``
-                (such as :class:`corpusmill.transforms.decompose.BucketPieces`).
+                (such as :class:`corpusmill.transforms.decompose.decomposition.BucketPieces`).
             config: Curriculum parameters.
             rank: This data-parallel rank.
             world_size: Number of data-parallel ranks.

@@ -1,14 +1,14 @@
 """Mergeable numbers of a Dataset Decomposition run, with no Beam dependency.
 
 Each worker decomposes one shard and reports a :class:`ShardDecomposeStats`
-made only of counts and exact sums (JSON-ready, string keys); the driver
-combines them with :func:`merge_decompose_stats`. Every derived number (token
+made only of counts and exact sums (JSON-ready, string keys); the stage
+combines them with :func:`merge_decompose_stats` into its one stats dict. Every derived number (token
 retention, average context length, attention costs, the cross-document
 fraction) is computed from the merged sums, never as a mean of per-shard
 ratios, so a run split into any number of shards reports the same numbers as
 :func:`corpusmill.transforms.decompose.decomposition_summary` on the same
 documents (the cross-document fraction exactly so with one shard; see
-:func:`shard_baseline_pairs`).
+:func:`corpusmill.transforms.decompose.decomposition.attention_pairs`).
 """
 
 from __future__ import annotations
@@ -18,51 +18,29 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from corpusmill.transforms.curriculum import CurriculumConfig, CurriculumReader
-from corpusmill.transforms.decompose import (
+from corpusmill.schemas.config import DecomposeConfig
+from corpusmill.training.curriculum import CurriculumConfig, CurriculumReader
+from corpusmill.transforms.decompose.decomposition import (
     Decomposition,
-    DecompositionConfig,
     attention_cost,
+    attention_pairs,
     average_context_length,
     bucket_dirname,
     concat_chunk_lengths,
+    cross_document_fraction,
+    decomposition_params,
     document_length_histogram,
 )
 
 STATS_KIND = "decompose_stats"
 
 
-def shard_baseline_pairs(document_lengths: np.ndarray, sequence_length: int) -> tuple[int, int]:
-    """Attention pairs of concat-and-chunk over one shard's documents.
-
-    The baseline concatenates the shard's documents in row order and cuts
-    chunks of ``sequence_length`` tokens, as
-    :func:`corpusmill.transforms.decompose.cross_document_attention_fraction`
-    does; the pair counts (rather than their ratio) add up across shards, so a
-    run's fraction is ``1 - Σ same ÷ Σ all`` over its shards. Each shard is
-    chunked on its own, which is how a trainer streaming shard files packs.
-
-    Args:
-        document_lengths: Token count of each document, in concatenation order.
-        sequence_length: Chunk length.
-
-    Returns:
-        ``(all_pairs, same_document_pairs)``: causal (query, earlier key) pairs
-        within chunks, and those whose query and key share a document.
-    """
-    lengths = np.asarray(document_lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return 0, 0
-    document_ends = np.cumsum(lengths)
-    chunk_ends = np.arange(sequence_length, total, sequence_length, dtype=np.int64)
-    boundaries = np.union1d(np.concatenate([document_ends, chunk_ends]), [0, total])
-    segments = np.diff(boundaries)
-    chunks = concat_chunk_lengths(total, sequence_length)
-    # int64 is exact here: a chunk contributes under 2^61 pairs for any chunk below 2^31.
-    all_pairs = int((chunks * (chunks - 1) // 2).sum())
-    same_document_pairs = int((segments * (segments - 1) // 2).sum())
-    return all_pairs, same_document_pairs
+def curriculum_config(config: DecomposeConfig) -> CurriculumConfig:
+    """The curriculum reader's config for the job's ``decompose.curriculum`` section."""
+    section = config.curriculum
+    odds = section.custom_odds if section.odds == "custom" else section.odds
+    return CurriculumConfig(tokens_per_step=section.tokens_per_step, odds=odds, num_cycles=section.num_cycles,
+                            seed=section.seed)
 
 
 @dataclasses.dataclass
@@ -82,13 +60,13 @@ class ShardDecomposeStats:
         dropped_tokens: Tokens that went to no bucket.
         pieces_per_bucket: Sequences per bucket exponent.
         document_length_histogram: Documents per power-of-two length class.
-        baseline_all_pairs: See :func:`shard_baseline_pairs`.
-        baseline_same_document_pairs: See :func:`shard_baseline_pairs`.
+        baseline_all_pairs: See :func:`attention_pairs`.
+        baseline_same_document_pairs: See :func:`attention_pairs`.
         timings_ms: Milliseconds spent per step (tokenize, split, write).
     """
 
     shard: int
-    config: DecompositionConfig
+    config: DecomposeConfig
     tokenizer: str
     curriculum: CurriculumConfig | None = None
     documents: int = 0
@@ -122,9 +100,7 @@ class ShardDecomposeStats:
     def set_baseline(self, document_lengths: np.ndarray) -> None:
         """Sets the baseline pair counts from every document length of the shard, in order."""
         chunk = 1 << self.config.max_exp
-        self.baseline_all_pairs, self.baseline_same_document_pairs = shard_baseline_pairs(
-            document_lengths, chunk
-        )
+        self.baseline_all_pairs, self.baseline_same_document_pairs = attention_pairs(document_lengths, chunk)
 
     def add_time(self, step: str, seconds: float) -> None:
         """Adds wall time spent in one step."""
@@ -136,7 +112,7 @@ class ShardDecomposeStats:
             "kind": STATS_KIND,
             "shard": self.shard,
             "tokenizer": self.tokenizer,
-            "decomposition": dataclasses.asdict(self.config),
+            "decomposition": decomposition_params(self.config),
             "curriculum": _curriculum_dict(self.curriculum),
             "documents": self.documents,
             "documents_without_pieces": self.documents_without_pieces,
@@ -159,6 +135,52 @@ def _curriculum_dict(curriculum: CurriculumConfig | None) -> dict[str, Any] | No
     return {**dataclasses.asdict(curriculum), "odds": odds}
 
 
+def _consistent_records(stats: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The decompose records in shard order, checked to share tokenizer, parameters and curriculum."""
+    records = sorted((s for s in stats if s.get("kind") == STATS_KIND), key=lambda s: s["shard"])
+    if not records:
+        raise ValueError(f"no {STATS_KIND!r} records to merge")
+    keys = ("tokenizer", "decomposition", "curriculum")
+    expected = [records[0].get(key) for key in keys]
+    for record in records[1:]:
+        used = [record.get(key) for key in keys]
+        if used != expected:
+            raise ValueError(f"shard {record['shard']} used {used}, shard {records[0]['shard']} used {expected}")
+    return records
+
+
+def _summed(records: list[Mapping[str, Any]], key: str) -> dict[str, int]:
+    merged: dict[int, int] = {}
+    for record in records:
+        for k, v in record[key].items():
+            merged[int(k)] = merged.get(int(k), 0) + int(v)
+    return {str(k): merged[k] for k in sorted(merged)}
+
+
+def _packing_metrics(config: DecomposeConfig, pieces: Mapping[str, int], all_pairs: int,
+                     same_pairs: int) -> dict[str, Any]:
+    """Average context and attention cost of the buckets beside concat-and-chunk at ``2^max_exp``."""
+    # Training lengths: a bucket-k piece is one sequence of 2^k positions.
+    counts = np.array([pieces[str(k)] for k in config.exponents], dtype=np.float64)
+    lengths = np.exp2(np.array(list(config.exponents), dtype=np.float64))
+    training_tokens = float((counts * lengths).sum())
+    context_sum = float((counts * lengths * (lengths - 1) / 2).sum())
+    dd_cost = float((counts * lengths * lengths).sum())
+    chunk = 1 << config.max_exp
+    baseline = concat_chunk_lengths(int(training_tokens), chunk)
+    baseline_cost = attention_cost(baseline)
+    return {
+        "average_context_length": context_sum / training_tokens if training_tokens else 0.0,
+        "baseline_sequence_length": chunk,
+        "baseline_average_context_length": average_context_length(baseline),
+        "attention_cost": dd_cost,
+        "baseline_attention_cost": baseline_cost,
+        # None rather than NaN: the manifest is strict JSON.
+        "attention_cost_ratio": dd_cost / baseline_cost if baseline_cost else None,
+        "baseline_cross_document_attention_fraction": cross_document_fraction(all_pairs, same_pairs),
+    }
+
+
 def merge_decompose_stats(
     stats: Iterable[Mapping[str, Any]],
     curriculum: CurriculumConfig | None = None,
@@ -175,59 +197,28 @@ def merge_decompose_stats(
     Returns:
         A JSON-ready dict: tokenizer, decomposition parameters, documents,
         input/kept/dropped tokens and retention, a ``buckets`` table, the
-        histograms, and the packing metrics beside their concat-and-chunk
-        baseline at ``2^max_exp`` (see the module docstring).
+        histograms, the packing metrics beside their concat-and-chunk
+        baseline at ``2^max_exp`` (see the module docstring), and the summed
+        step times (``timings_ms``).
 
     Raises:
         ValueError: If there is no stats record, or shards disagree on the
             tokenizer or the decomposition parameters.
     """
-    records = sorted((s for s in stats if s.get("kind") == STATS_KIND), key=lambda s: s["shard"])
-    if not records:
-        raise ValueError(f"no {STATS_KIND!r} records to merge")
+    records = _consistent_records(stats)
     first = records[0]
-    for record in records[1:]:
-        used = [record.get(key) for key in ("tokenizer", "decomposition", "curriculum")]
-        expected = [first.get(key) for key in ("tokenizer", "decomposition", "curriculum")]
-        if used != expected:
-            raise ValueError(
-                f"shard {record['shard']} used {used}, shard {first['shard']} used {expected}"
-            )
-    config = DecompositionConfig(**first["decomposition"])
+    config = DecomposeConfig(**first["decomposition"])
 
     def total(key: str) -> int:
         return sum(int(r[key]) for r in records)
 
-    def summed(key: str) -> dict[str, int]:
-        merged: dict[int, int] = {}
-        for record in records:
-            for k, v in record[key].items():
-                merged[int(k)] = merged.get(int(k), 0) + int(v)
-        return {str(k): merged[k] for k in sorted(merged)}
-
-    pieces = summed("pieces_per_bucket")
+    pieces = _summed(records, "pieces_per_bucket")
     pieces = {str(k): pieces.get(str(k), 0) for k in config.exponents}
-    input_tokens = total("input_tokens")
-    dropped_tokens = total("dropped_tokens")
-    kept_tokens = input_tokens - dropped_tokens
-
-    # Training lengths: a bucket-k piece is one sequence of 2^k positions.
-    counts = np.array([pieces[str(k)] for k in config.exponents], dtype=np.float64)
-    lengths = np.exp2(np.array(list(config.exponents), dtype=np.float64))
-    training_tokens = float((counts * lengths).sum())
-    context_sum = float((counts * lengths * (lengths - 1) / 2).sum())
-    dd_cost = float((counts * lengths * lengths).sum())
-    chunk = 1 << config.max_exp
-    baseline = concat_chunk_lengths(int(training_tokens), chunk)
-    baseline_cost = attention_cost(baseline)
-    all_pairs = total("baseline_all_pairs")
-    same_pairs = total("baseline_same_document_pairs")
-
+    input_tokens, dropped_tokens = total("input_tokens"), total("dropped_tokens")
     timings: dict[str, float] = {}
     for record in records:
         for step, ms in record.get("timings_ms", {}).items():
             timings[step] = timings.get(step, 0.0) + float(ms)
-
     buckets = {
         str(k): {
             "dir": bucket_dirname(k),
@@ -246,21 +237,14 @@ def merge_decompose_stats(
         "documents": total("documents"),
         "documents_without_pieces": total("documents_without_pieces"),
         "input_tokens": input_tokens,
-        "kept_tokens": kept_tokens,
+        "kept_tokens": input_tokens - dropped_tokens,
         "dropped_tokens": dropped_tokens,
-        "token_retention": kept_tokens / input_tokens if input_tokens else 1.0,
+        "token_retention": (input_tokens - dropped_tokens) / input_tokens if input_tokens else 1.0,
         "buckets": buckets,
         "pieces_per_bucket": pieces,
         "tokens_per_bucket": {k: b["tokens"] for k, b in buckets.items()},
-        "document_length_histogram": summed("document_length_histogram"),
-        "average_context_length": context_sum / training_tokens if training_tokens else 0.0,
-        "baseline_sequence_length": chunk,
-        "baseline_average_context_length": average_context_length(baseline),
-        "attention_cost": dd_cost,
-        "baseline_attention_cost": baseline_cost,
-        # None rather than NaN: the manifest is strict JSON.
-        "attention_cost_ratio": dd_cost / baseline_cost if baseline_cost else None,
-        "baseline_cross_document_attention_fraction": 1.0 - same_pairs / all_pairs if all_pairs else 0.0,
+        "document_length_histogram": _summed(records, "document_length_histogram"),
+        **_packing_metrics(config, pieces, total("baseline_all_pairs"), total("baseline_same_document_pairs")),
         "timings_ms": {k: round(v, 3) for k, v in sorted(timings.items())},
     }
     if curriculum is None and first.get("curriculum") is not None:
@@ -274,7 +258,7 @@ def merge_decompose_stats(
 
 
 def curriculum_spec(
-    config: DecompositionConfig, pieces_per_bucket: Mapping[str, int], curriculum: CurriculumConfig
+    config: DecomposeConfig, pieces_per_bucket: Mapping[str, int], curriculum: CurriculumConfig
 ) -> dict[str, Any]:
     """The curriculum reader's spec over buckets of the given sizes, without their data.
 

@@ -25,59 +25,13 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from corpusmill.transforms import components
-from corpusmill.transforms.read import METRICS_NAMESPACE
-
-COMPONENT_MODES = ("auto", "single", "distributed")
-SHARD_SHIFT = 32
+from corpusmill.transforms.common import METRICS_NAMESPACE, shard_of_keys, split_by
+from corpusmill.transforms.dedup import components
 
 
-def shard_of_uid(uids: np.ndarray) -> np.ndarray:
-    """The shard a uid's document lives in (uids are ``shard << 32 | row``)."""
-    return np.asarray(uids, dtype=np.int64) >> SHARD_SHIFT
-
-
-def split_by(keys: np.ndarray, *arrays: np.ndarray):
-    """Yields ``(key, sub-arrays)`` for each distinct key, arrays split row-wise."""
-    if keys.size == 0:
-        return
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    bounds = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
-    for rows in np.split(order, bounds):
-        yield int(keys[rows[0]]), tuple(a[rows] for a in arrays)
-
-
-def _labels_by_shard(nodes: np.ndarray, labels: np.ndarray):
-    for shard, (part_nodes, part_labels) in split_by(shard_of_uid(nodes), nodes, labels):
+def _labels_by_shard(nodes: np.ndarray, labels: np.ndarray, num_shards: int):
+    for shard, (part_nodes, part_labels) in split_by(shard_of_keys(nodes, num_shards), nodes, labels):
         yield shard, (part_nodes, part_labels)
-
-
-def _concat_pairs(pairs) -> tuple[np.ndarray, np.ndarray]:
-    pairs = list(pairs)
-    if not pairs:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty
-    return (np.concatenate([p[0] for p in pairs]).astype(np.int64, copy=False),
-            np.concatenate([p[1] for p in pairs]).astype(np.int64, copy=False))
-
-
-def choose_mode(requested: str, edge_count: int, single_worker_max_edges: int) -> str:
-    """The branch that labels the graph: the requested one, or for auto by edge count."""
-    if requested != "auto":
-        return requested
-    return "single" if edge_count <= single_worker_max_edges else "distributed"
-
-
-def mode_reason(requested: str, mode: str, edge_count: int, single_worker_max_edges: int,
-                single_partition: bool) -> str:
-    """Why ``mode`` ran, for the manifest."""
-    if requested != "auto":
-        return f"components = {requested} requested"
-    if single_partition:
-        return "auto with a single-partition input: single-worker union-find chosen when the pipeline was built"
-    relation = "<=" if mode == "single" else ">"
-    return f"auto: {edge_count} edges {relation} single_worker_max_edges {single_worker_max_edges}"
 
 
 class _RouteEdgesDoFn(beam.DoFn):
@@ -86,24 +40,27 @@ class _RouteEdgesDoFn(beam.DoFn):
         self._max_edges = single_worker_max_edges
 
     def process(self, edges, edge_count):
-        yield beam.pvalue.TaggedOutput(choose_mode(self._requested, edge_count, self._max_edges), edges)
+        yield beam.pvalue.TaggedOutput(components.choose_mode(self._requested, edge_count, self._max_edges), edges)
 
 
 def _mode_record(edge_count: int, requested: str, resolved: str, single_worker_max_edges: int, max_rounds: int,
                  single_partition: bool) -> dict:
-    mode = choose_mode(resolved, edge_count, single_worker_max_edges)
+    mode = components.choose_mode(resolved, edge_count, single_worker_max_edges)
     Metrics.counter(METRICS_NAMESPACE, f"dedup_components_{mode}").inc()
     return {"type": "components", "mode": mode, "requested": requested, "edges": int(edge_count),
             "single_worker_max_edges": single_worker_max_edges, "max_rounds": max_rounds,
-            "reason": mode_reason(requested, mode, edge_count, single_worker_max_edges, single_partition)}
+            "reason": components.mode_reason(requested, mode, edge_count, single_worker_max_edges, single_partition)}
 
 
 class _UnionFindDoFn(beam.DoFn):
+    def __init__(self, num_shards: int):
+        self._num_shards = num_shards
+
     def process(self, element):
         _, edge_arrays = element
-        left, right = _concat_pairs(edge_arrays)
+        left, right = components.concat_pairs(edge_arrays)
         nodes, labels = components.union_find_components(left, right)
-        yield from _labels_by_shard(nodes, labels)
+        yield from _labels_by_shard(nodes, labels, self._num_shards)
 
 
 def _key_both_orientations(edges, num_partitions: int):
@@ -116,13 +73,6 @@ def _key_both_orientations(edges, num_partitions: int):
 def _key_by_child(edges, num_partitions: int):
     child, parent = edges
     yield from split_by(components.node_partition(child, num_partitions), child, parent)
-
-
-def _unique_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if a.size == 0:
-        return a, b
-    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
-    return pairs[:, 0].copy(), pairs[:, 1].copy()
 
 
 def _checksum_record(round_index: int, larger: np.ndarray, smaller: np.ndarray) -> dict:
@@ -138,7 +88,7 @@ class _LargeStarDoFn(beam.DoFn):
 
     def process(self, element):
         _, parts = element
-        node, neighbour = _unique_rows(*_concat_pairs(parts))
+        node, neighbour = components.unique_rows(*components.concat_pairs(parts))
         node, neighbour = node[node != neighbour], neighbour[node != neighbour]
         # Each undirected edge arrives in both orientations; its larger endpoint's
         # partition counts it once.
@@ -153,7 +103,7 @@ class _LargeStarDoFn(beam.DoFn):
 class _SmallStarDoFn(beam.DoFn):
     def process(self, element):
         _, parts = element
-        child, parent = _unique_rows(*_concat_pairs(parts))
+        child, parent = components.unique_rows(*components.concat_pairs(parts))
         child, parent = components.small_star(child, parent)
         if child.size:
             yield child, parent
@@ -162,15 +112,16 @@ class _SmallStarDoFn(beam.DoFn):
 class _FinalLabelsDoFn(beam.DoFn):
     """Reads labels off the last round's star edges; reports their checksum."""
 
-    def __init__(self, round_index: int):
+    def __init__(self, round_index: int, num_shards: int):
         self._round = round_index
+        self._num_shards = num_shards
 
     def process(self, element):
         _, parts = element
-        child, parent = _unique_rows(*_concat_pairs(parts))
+        child, parent = components.unique_rows(*components.concat_pairs(parts))
         yield beam.pvalue.TaggedOutput("checksums", _checksum_record(self._round, child, parent))
         nodes, labels = components.star_labels(child, parent)
-        yield from _labels_by_shard(nodes, labels)
+        yield from _labels_by_shard(nodes, labels, self._num_shards)
 
 
 class ConnectedComponents(beam.PTransform):
@@ -179,7 +130,8 @@ class ConnectedComponents(beam.PTransform):
     Input: ``(left, right)`` int64 uid arrays (edges; repeats and either
     orientation allowed). Output: a dict with
       - ``labels``: ``(shard, (nodes, labels))`` int64 arrays, nodes of that
-        shard; a node may appear in several elements (take its smallest label);
+        shard (``common.shard_of_keys``); a node may appear in several
+        elements (take its smallest label);
       - ``stats``: dicts, one ``{"type": "components", "mode", ...}`` and, for
         the distributed branch, one ``{"type": "round", ...}`` checksum per
         round and partition.
@@ -188,21 +140,23 @@ class ConnectedComponents(beam.PTransform):
         mode: ``single``, ``distributed`` or ``auto``.
         single_worker_max_edges: Largest edge count ``auto`` labels on one worker.
         num_partitions: Node partitions of each distributed round.
+        num_shards: Shards of the documents the nodes name (labels are keyed by shard).
         max_rounds: Large-star / small-star rounds unrolled in the pipeline.
         single_partition: The whole input is one partition (it already fits
             one worker): ``auto`` resolves to ``single`` at construction.
     """
 
-    def __init__(self, mode: str, single_worker_max_edges: int, num_partitions: int, max_rounds: int,
-                 single_partition: bool = False):
+    def __init__(self, mode: str, single_worker_max_edges: int, num_partitions: int, num_shards: int,
+                 max_rounds: int, single_partition: bool = False):
         super().__init__()
-        if mode not in COMPONENT_MODES:
-            raise ValueError(f"components mode {mode!r}; allowed: {', '.join(COMPONENT_MODES)}")
+        if mode not in components.COMPONENT_MODES:
+            raise ValueError(f"components mode {mode!r}; allowed: {', '.join(components.COMPONENT_MODES)}")
         self._requested = mode
         self._single_partition = single_partition
         self._mode = "single" if mode == "auto" and single_partition else mode
         self._max_edges = single_worker_max_edges
         self._partitions = max(1, num_partitions)
+        self._shards = max(1, num_shards)
         self._max_rounds = max_rounds
 
     def expand(self, edges):
@@ -227,7 +181,7 @@ class ConnectedComponents(beam.PTransform):
                 single_edges
                 | "KeyAllEdgesTogether" >> beam.Map(lambda e: (0, e))
                 | "GatherAllEdges" >> beam.GroupByKey()
-                | "UnionFind" >> beam.ParDo(_UnionFindDoFn())
+                | "UnionFind" >> beam.ParDo(_UnionFindDoFn(self._shards))
             )
         if self._mode in ("auto", "distributed"):
             current = distributed_edges
@@ -250,7 +204,7 @@ class ConnectedComponents(beam.PTransform):
                 current
                 | "KeyFinalStars" >> beam.FlatMap(_key_by_child, self._partitions)
                 | "GroupFinalStars" >> beam.GroupByKey()
-                | "StarLabels" >> beam.ParDo(_FinalLabelsDoFn(self._max_rounds)).with_outputs(
+                | "StarLabels" >> beam.ParDo(_FinalLabelsDoFn(self._max_rounds, self._shards)).with_outputs(
                     "checksums", main="labels")
             )
             labels.append(final.labels)

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusmill.schemas.documents import RejectReason
-from corpusmill.transforms.inputs import InputFile
-from corpusmill.transforms.streams import DAMAGE_ERRORS, READ_CHUNK, HashingReader, decompressed
-from corpusmill.transforms.validate import BatchBuilder, FieldMap, UnconvertibleRows
+from corpusmill.transforms.io.inputs import InputFile
+from corpusmill.transforms.io.streams import DAMAGE_ERRORS, READ_CHUNK, HashingReader, decompressed
+from corpusmill.transforms.io.validate import BatchBuilder, FieldMap, UnconvertibleRows
 
 __all__ = ["BatchBuilder", "FieldMap", "FileStats", "read_file"]
 

@@ -1,77 +1,37 @@
-"""Validation of input records into document and rejected Arrow batches.
+"""Validation of input records into document and rejected Arrow batches (Beam-free).
 
 Records arrive one at a time (JSONL lines, text files) or as Arrow tables
-(Parquet row groups). Both paths give the same documents and the same
-rejection reasons for the same record; the columnar path only exists to keep
-text out of Python objects when a whole column is valid.
+(Parquet row groups, blocks of JSONL lines). Both paths give the same documents
+and the same rejection reasons for the same record; the columnar path
+(``columnar``) only exists to keep text out of Python objects when a whole
+column is valid.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from corpusmill.schemas.documents import (
-    DOCUMENT_BATCH_SCHEMA,
-    REJECTED_SCHEMA,
-    TIMESTAMP_TYPE,
-    RejectReason,
-    excerpt,
+from corpusmill.schemas.documents import DOCUMENT_BATCH_SCHEMA, REJECTED_SCHEMA, RejectReason, excerpt
+from corpusmill.transforms.io.columnar import columnar_documents, drop_invalid_utf8
+from corpusmill.transforms.io.values import (
+    MISSING,
+    FieldMap,
+    UnconvertibleRows,
+    encodable,
+    meta_json,
+    record_excerpt,
+    text_problem,
+    to_micros,
+    to_pylist,
 )
 
-_MISSING = object()
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-# Exactly the code points for which str.isspace() is true, i.e. what str.strip()
-# removes; the columnar check must call the same texts blank as the per-row one
-# (RE2's \s and Arrow's utf8 trim functions use other sets).
-PYTHON_WHITESPACE = (
-    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
-    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
-_BLANK_TEXT_PATTERN = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in PYTHON_WHITESPACE) + "]*$"
-# Compact JSON with sorted keys; built once because json.dumps with options
-# constructs a new encoder on every call.
-_META_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
-_META_ENCODER_ASCII = json.JSONEncoder(sort_keys=True, ensure_ascii=True, default=str, separators=(",", ":"))
-# Microseconds of datetime.min and datetime.max (UTC); Arrow timestamps outside
-# this range cannot become Python datetimes, so the per-row path fails on them.
-_MIN_MICROS = -62135596800 * 1_000_000
-_MAX_MICROS = 253402300799 * 1_000_000 + 999_999
-_MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-
-@dataclass(frozen=True)
-class FieldMap:
-    """Which input fields become which Document fields."""
-
-    text: str = "text"
-    id: str = "id"
-    url: str = "url"
-    timestamp: str = "timestamp"
-    source: str = "source"
-
-    @property
-    def mapped(self) -> tuple[str, ...]:
-        """The input names of the Document fields, in field order."""
-        return (self.text, self.id, self.url, self.timestamp, self.source)
-
-
-class UnconvertibleRows(Exception):
-    """Raised when rows of a columnar input cannot become Python values.
-
-    The per-row path converts every row with ``to_pylist``; a value it cannot
-    convert (say, a timestamp beyond year 9999) makes the whole row group a
-    ``corrupt_row_group`` rejection, on the fast path as much as on the slow one.
-    """
+__all__ = ["BatchBuilder", "FieldMap", "UnconvertibleRows"]
 
 
 class BatchBuilder:
@@ -160,37 +120,18 @@ class BatchBuilder:
 
         def reject(reason: str, detail: str, doc_id: str | None = None) -> None:
             self.reject(reason, file, locator, index, detail,
-                        raw if raw is not None else _record_excerpt(record, text), doc_id)
+                        raw if raw is not None else record_excerpt(record, text), doc_id)
 
-        text = record.pop(f.text, _MISSING)
-        if text is _MISSING or text is None:
-            reject(RejectReason.MISSING_TEXT, f"no '{f.text}' field" if text is _MISSING
-                   else f"'{f.text}' is null")
-            return
-        if not isinstance(text, str):
-            reject(RejectReason.INVALID_TEXT_TYPE, f"'{f.text}' is a {type(text).__name__}, not a string")
-            return
-        if text.isascii():
-            # One byte per character; skips encoding a copy of every ASCII text.
-            nbytes = len(text)
-        else:
-            try:
-                nbytes = len(text.encode("utf-8"))
-            except UnicodeEncodeError as error:
-                # JSON can spell lone surrogates (\ud800) that no UTF-8 encoder accepts.
-                reject(RejectReason.INVALID_UTF8, f"text is not valid Unicode: {error.reason} at {error.start}")
-                return
-        if nbytes > self.max_text_bytes:
-            reject(RejectReason.TEXT_TOO_LONG, f"text is {nbytes} bytes; limit is {self.max_text_bytes}")
-            return
-        if not text.strip():
-            reject(RejectReason.EMPTY_TEXT, "text is empty or whitespace only")
+        text = record.pop(f.text, MISSING)
+        problem = text_problem(text, f.text, self.max_text_bytes)
+        if problem is not None:
+            reject(*problem)
             return
 
         raw_id = record.pop(f.id, None)
         if raw_id is None:
             doc_id = default_id if default_id is not None else f"{file}#{index}"
-        elif isinstance(raw_id, str) and raw_id and _encodable(raw_id):
+        elif isinstance(raw_id, str) and raw_id and encodable(raw_id):
             doc_id = raw_id
         elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
             doc_id = str(raw_id)
@@ -199,18 +140,18 @@ class BatchBuilder:
             return
 
         url = record.pop(f.url, None)
-        if url is not None and not (isinstance(url, str) and _encodable(url)):
+        if url is not None and not (isinstance(url, str) and encodable(url)):
             reject(RejectReason.INVALID_FIELD_TYPE, f"'{f.url}' must be a string, got {url!r:.80}", doc_id)
             return
         try:
-            timestamp = _to_micros(record.pop(f.timestamp, None))
+            timestamp = to_micros(record.pop(f.timestamp, None))
         except (TypeError, ValueError, OverflowError) as error:
             reject(RejectReason.INVALID_TIMESTAMP, str(error), doc_id)
             return
         source = record.pop(f.source, None)
         if source is None:
             source = file
-        elif not (isinstance(source, str) and _encodable(source)):
+        elif not (isinstance(source, str) and encodable(source)):
             reject(RejectReason.INVALID_FIELD_TYPE, f"'{f.source}' must be a string, got {source!r:.80}", doc_id)
             return
 
@@ -220,7 +161,7 @@ class BatchBuilder:
         docs["source"].append(source)
         docs["url"].append(url)
         docs["timestamp"].append(timestamp)
-        docs["meta"].append(_meta_json(record) if record else None)
+        docs["meta"].append(meta_json(record) if record else None)
         docs["_origin_file"].append(file)
         docs["_origin_index"].append(index)
 
@@ -246,13 +187,13 @@ class BatchBuilder:
                 converted to Python values.
         """
         indices = np.arange(first_index, first_index + table.num_rows, dtype=np.int64)
-        table, indices, bad_utf8 = _drop_invalid_utf8(table, indices)
+        table, indices, bad_utf8 = drop_invalid_utf8(table, indices)
         if self.columnar and table.num_rows:
-            passed, documents = _columnar_documents(table, file, indices, self.fields, self.max_text_bytes)
+            passed, documents = columnar_documents(table, file, indices, self.fields, self.max_text_bytes)
         else:
             passed, documents = np.zeros(table.num_rows, dtype=bool), None
         failed = np.flatnonzero(~passed)
-        slow_rows = _to_pylist(table.take(pa.array(failed))) if len(failed) else []
+        slow_rows = to_pylist(table.take(pa.array(failed))) if len(failed) else []
 
         for index, column, start, value in bad_utf8:
             self.reject(RejectReason.INVALID_UTF8, file, f"row {index}", index,
@@ -323,7 +264,7 @@ class BatchBuilder:
                 return False
         indices = np.arange(first_index, first_index + len(lines), dtype=np.int64)
         try:
-            passed, documents = _columnar_documents(table, file, indices, self.fields, self.max_text_bytes)
+            passed, documents = columnar_documents(table, file, indices, self.fields, self.max_text_bytes)
         except UnconvertibleRows:
             return False
         if documents is None or not passed.all():
@@ -420,247 +361,3 @@ def _runs(mask: np.ndarray) -> Iterator[tuple[int, int]]:
     starts = [0, *bounds.tolist()]
     stops = [*bounds.tolist(), len(mask)]
     yield from zip(starts, stops)
-
-
-def _to_pylist(table: pa.Table) -> list[dict[str, Any]]:
-    try:
-        return table.to_pylist()
-    except Exception as error:  # pyarrow and Python raise many types for values it cannot convert
-        raise UnconvertibleRows(f"{type(error).__name__}: {error}") from error
-
-
-def _is_text_type(type_: pa.DataType) -> bool:
-    return pa.types.is_string(type_) or pa.types.is_large_string(type_)
-
-
-def _drop_invalid_utf8(table: pa.Table, indices: np.ndarray
-                       ) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, int, bytes]]]:
-    """Takes out rows whose string columns hold invalid UTF-8.
-
-    Parquet readers do not check that string columns are UTF-8, and such a row
-    cannot become Python values. Valid columns cost one C pass each; only an
-    invalid column is decoded row by row to find the bad rows.
-
-    Returns:
-        The remaining rows, their record indices, and (record index, column,
-        byte offset, raw value) of the first bad value of each dropped row.
-    """
-    bad = np.zeros(table.num_rows, dtype=bool)
-    found: list[tuple[int, str, int, bytes]] = []
-    for position, field in enumerate(table.schema):
-        if not _is_text_type(field.type):
-            continue
-        column = table.column(position)
-        try:
-            column.validate(full=True)
-            continue
-        except pa.ArrowInvalid:
-            pass
-        binary = pa.large_binary() if pa.types.is_large_string(field.type) else pa.binary()
-        for row, value in enumerate(column.cast(binary).to_pylist()):
-            if value is None or bad[row]:
-                continue
-            try:
-                value.decode("utf-8")
-            except UnicodeDecodeError as error:
-                bad[row] = True
-                found.append((int(indices[row]), field.name, error.start, value))
-    if not found:
-        return table, indices, []
-    found.sort()
-    keep = ~bad
-    return table.filter(pa.array(keep)), indices[keep], found
-
-
-def _true_where(condition: pa.Array | pa.ChunkedArray, null_as: bool) -> np.ndarray:
-    """A boolean Arrow result as a numpy mask, nulls counted as ``null_as``."""
-    return pc.fill_null(condition, null_as).to_numpy(zero_copy_only=False)
-
-
-def _as_string(column: pa.Array) -> pa.Array:
-    return column if pa.types.is_string(column.type) else column.cast(pa.string())
-
-
-def _columnar_documents(table: pa.Table, file: str, indices: np.ndarray, fields: FieldMap,
-                        max_text_bytes: int) -> tuple[np.ndarray, pa.RecordBatch | None]:
-    """Validates a table column-wise, mirroring BatchBuilder.add_record's checks.
-
-    Args:
-        table: Rows with valid UTF-8 in every string column.
-        file: Relative path of the source file.
-        indices: Record index of each row.
-        fields: Input field names.
-        max_text_bytes: Longer texts are rejected.
-
-    Returns:
-        A mask of the rows that pass every check, and a document batch with one
-        row per input row; rows that fail hold placeholders and must be taken
-        from the per-record path instead.
-
-    Raises:
-        UnconvertibleRows: A column that must be read as Python values cannot be.
-    """
-    n = table.num_rows
-    names = table.column_names
-    mapped = fields.mapped
-    if len(set(names)) != len(names) or len(set(mapped)) != len(mapped):
-        # Duplicate names make to_pylist and the per-record pops drop columns in
-        # ways not worth mirroring; such input is rare, so it takes the slow path.
-        return np.zeros(n, dtype=bool), None
-
-    def column(name: str) -> pa.Array | None:
-        if name not in names:
-            return None
-        values = table.column(name)
-        values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
-        return None if pa.types.is_null(values.type) else values
-
-    text = column(fields.text)
-    if text is None or not _is_text_type(text.type):
-        return np.zeros(n, dtype=bool), None
-    text = _as_string(text)
-    passed = _true_where(text.is_valid(), False)
-    passed &= _true_where(pc.less_equal(pc.binary_length(text), max_text_bytes), False)
-    passed &= ~_true_where(pc.match_substring_regex(text, _BLANK_TEXT_PATTERN), True)
-
-    ids = column(fields.id)
-    if ids is not None and _is_text_type(ids.type):
-        ids = _as_string(ids)
-        passed &= ~_true_where(pc.equal(ids, ""), False)
-    elif ids is not None and pa.types.is_integer(ids.type):
-        ids = ids.cast(pa.string())
-    elif ids is not None:
-        passed &= _true_where(ids.is_null(), False)
-        ids = None
-    if ids is None or ids.null_count:
-        derived = pc.binary_join_element_wise(f"{file}#", pa.array(indices).cast(pa.string()), "")
-        ids = derived if ids is None else pc.if_else(ids.is_null(), derived, ids)
-
-    urls = column(fields.url)
-    if urls is not None and _is_text_type(urls.type):
-        urls = _as_string(urls)
-    elif urls is not None:
-        passed &= _true_where(urls.is_null(), False)
-        urls = None
-    if urls is None:
-        urls = pa.nulls(n, pa.string())
-
-    sources = column(fields.source)
-    if sources is not None and _is_text_type(sources.type):
-        sources = pc.fill_null(_as_string(sources), file)
-    else:
-        if sources is not None:
-            passed &= _true_where(sources.is_null(), False)
-        sources = pa.repeat(pa.scalar(file, pa.string()), n)
-
-    timestamps, timestamps_passed = _columnar_timestamps(column(fields.timestamp), n)
-    passed &= timestamps_passed
-
-    others = [name for name in names if name not in mapped]
-    if others:
-        meta = pa.array([_meta_json(row) for row in _to_pylist(table.select(others))], pa.string())
-    else:
-        meta = pa.nulls(n, pa.string())
-
-    documents = pa.RecordBatch.from_arrays(
-        [ids, text, sources, urls, timestamps, meta,
-         pa.repeat(pa.scalar(file, pa.string()), n), pa.array(indices, pa.int64())],
-        schema=DOCUMENT_BATCH_SCHEMA,
-    )
-    return passed, documents
-
-
-def _columnar_timestamps(values: pa.Array | None, n: int) -> tuple[pa.Array, np.ndarray]:
-    """Timestamps as microseconds since the epoch (UTC), and a mask of the rows that converted.
-
-    Timestamp columns in s/ms/us convert exactly in Arrow: storage is UTC, and
-    a zone-less value is read as UTC, as ``_to_micros`` does. Anything else
-    (ISO strings, epoch numbers, dates, ns) goes through ``_to_micros`` value by
-    value, so the two paths cannot disagree; timestamps are short, so this is cheap.
-    """
-    if values is None:
-        return pa.nulls(n, TIMESTAMP_TYPE), np.ones(n, dtype=bool)
-    unit = getattr(values.type, "unit", None) if pa.types.is_timestamp(values.type) else None
-    if unit in _MICROS_PER_UNIT:
-        storage = values.cast(pa.int64())
-        factor = _MICROS_PER_UNIT[unit]
-        bounds = pc.min_max(storage).as_py()
-        if bounds["min"] is None or (bounds["min"] * factor >= _MIN_MICROS and bounds["max"] * factor <= _MAX_MICROS):
-            micros = pc.multiply(storage, factor) if factor != 1 else storage
-            return micros.cast(TIMESTAMP_TYPE), np.ones(n, dtype=bool)
-        # Out of datetime's range: let the per-row path meet (and report) them.
-        return pa.nulls(n, TIMESTAMP_TYPE), _true_where(values.is_null(), False)
-    try:
-        python_values = values.to_pylist()
-    except Exception as error:  # as in _to_pylist: the per-row path would fail on these rows too
-        raise UnconvertibleRows(f"{type(error).__name__}: {error}") from error
-    micros: list[int | None] = []
-    passed = np.ones(n, dtype=bool)
-    parsed: dict[str, int | None] = {}  # corpora often repeat one timestamp string
-    for row, value in enumerate(python_values):
-        try:
-            if type(value) is str:
-                result = parsed.get(value, _MISSING)
-                if result is _MISSING:
-                    result = parsed[value] = _to_micros(value)
-            else:
-                result = _to_micros(value)
-        except (TypeError, ValueError, OverflowError):
-            result = None
-            passed[row] = False
-        if result is not None and not _INT64_MIN <= result <= _INT64_MAX:
-            result = None
-            passed[row] = False
-        micros.append(result)
-    return pa.array(micros, pa.int64()).cast(TIMESTAMP_TYPE), passed
-
-
-def _encodable(value: str) -> bool:
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def _record_excerpt(record: dict[str, Any], text: Any) -> str:
-    shown = dict(record)
-    if isinstance(text, str):
-        shown = {"text": text[:512], **shown}
-    return json.dumps(shown, ensure_ascii=True, default=str)[:2048]
-
-
-def _meta_json(record: dict[str, Any]) -> str:
-    """Compact JSON of the unmodelled fields, sorted keys; ASCII-escaped only if it must be."""
-    text = _META_ENCODER.encode(record)
-    if not _encodable(text):
-        # Lone surrogates from JSON escapes cannot be stored as UTF-8.
-        text = _META_ENCODER_ASCII.encode(record)
-    return text
-
-
-def _to_micros(value: Any) -> int | None:
-    """Microseconds since the epoch (UTC) from an ISO-8601 string, epoch seconds or datetime."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise TypeError(f"timestamp must be an ISO-8601 string or epoch seconds, got {value!r}")
-    if isinstance(value, (int, float)):
-        return int(round(value * 1_000_000))
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.strip())
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        delta = value - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    if isinstance(value, dt.date):
-        return _to_micros(dt.datetime(value.year, value.month, value.day))
-    raise TypeError(f"timestamp must be an ISO-8601 string or epoch seconds, got {value!r:.80}")
-
-
-# ---------------------------------------------------------------------------
-# One reader per format. Each yields ("docs" | "rejected", batch) and fills
-# the FileStats it is given.

@@ -1,0 +1,1 @@
+"""Reading and writing: inputs, formats, validation, shard files (Beam-free); Beam side in ``beam/``."""

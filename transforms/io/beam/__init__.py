@@ -1,0 +1,1 @@
+"""The io stage's Beam side: ReadDocuments, ResolveDuplicateIds, ShardBatches, WriteShards, snapshots."""
