@@ -6,7 +6,7 @@ On the linux-doc 6.1 + 6.12 corpus (10,040 documents, about 60 MB of text;
 * ``stage``: a Beam pipeline on the FnApiRunner (in-process) that reads the
   Parquet corpus into ``(shard, pyarrow.Table)`` elements (about
   ``--row-groups-per-shard`` row groups of 1,000 documents each) and runs
-  :class:`corpusmill.transforms.buckets.DecomposeDocuments` to written bucket
+  :class:`corpusmill.transforms.decompose.beam.DecomposeDocuments` to written bucket
   files: tokenizer load in ``setup()``, batched multi-threaded encoding,
   decomposition, sorting, zstd Parquet encoding, SHA-256 and the write. Its
   time runs from pipeline construction to ``wait_until_finish()``;
@@ -86,9 +86,13 @@ def child_stage(corpus: Path, row_groups_per_shard: int, threads: int) -> dict[s
     imported = time.perf_counter()
     import apache_beam as beam
 
+    from apache_beam.metrics.metric import MetricsFilter
+
     from corpusmill.schemas.config import DecomposeConfig
-    from corpusmill.transforms.buckets import DecomposeDocuments, merge_decompose_stats
-    from corpusmill.transforms.shards import ParquetOptions
+    from corpusmill.transforms.common import METRICS_NAMESPACE
+    from corpusmill.transforms.decompose.beam import DecomposeDocuments
+    from corpusmill.transforms.io.shard_files import ParquetOptions
+    from corpusmill.transforms.stage import StageContext
 
     config = DecomposeConfig(tokenizer=TOKENIZER, num_threads=threads, tokenize_batch_docs=BATCH_DOCS)
     plan = shard_plan(corpus, row_groups_per_shard)
@@ -100,7 +104,8 @@ def child_stage(corpus: Path, row_groups_per_shard: int, threads: int) -> dict[s
             pipeline
             | "CreateShards" >> beam.Create(plan)
             | "ReadShards" >> beam.Map(_read_shard)
-            | "Decompose" >> DecomposeDocuments(config, staging, ParquetOptions(), len(plan))
+            | "Decompose" >> DecomposeDocuments(config, StageContext(len(plan), len(plan) == 1, staging,
+                                                                    ParquetOptions()))
         )
         _ = (
             (decomposed.shards, decomposed.stats)
@@ -108,12 +113,20 @@ def child_stage(corpus: Path, row_groups_per_shard: int, threads: int) -> dict[s
             | "CollectResults" >> beam.combiners.ToList()
             | "WriteResults" >> beam.Map(lambda rows, path=results: path.write_text(json.dumps(rows)))
         )
-        pipeline.run().wait_until_finish()
+        result = pipeline.run()
+        result.wait_until_finish()
         seconds = time.perf_counter() - started
         rows = json.loads(results.read_text())
-        files = [r for r in rows if r["kind"] == "shard"]
+        files = [r for r in rows if r.get("kind") == "shard"]
+        (merged,) = [r for r in rows if r.get("kind") != "shard"]
         on_disk = sum(1 for _ in Path(staging).rglob("*.parquet"))
-    merged = merge_decompose_stats(rows)
+    query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
+    step_ms = {}
+    for counter in query:
+        name = counter.key.metric.name
+        if name.startswith("time_decompose_"):
+            step = name[len("time_decompose_"):-len("_ms")]
+            step_ms[step] = step_ms.get(step, 0) + int(counter.committed or counter.attempted or 0)
     return {
         "seconds": seconds,
         "startup_seconds": started - imported,
@@ -127,7 +140,7 @@ def child_stage(corpus: Path, row_groups_per_shard: int, threads: int) -> dict[s
         "files": len(files),
         "files_on_disk": on_disk,
         "bucket_bytes": sum(r["bytes"] for r in files),
-        "step_ms": merged["timings_ms"],
+        "step_ms": dict(sorted(step_ms.items())),
         "peak_rss_mb": _peak_rss_mb(),
     }
 
@@ -136,7 +149,7 @@ def child_raw(corpus: Path, threads: int) -> dict[str, Any]:
     """Encodes the corpus texts with the bare tokenizer; returns its timing."""
     import pyarrow.parquet as pq
 
-    from corpusmill.transforms.tokenizer import load_tokenizer
+    from corpusmill.transforms.decompose.tokenizer import load_tokenizer
 
     texts = pq.read_table(corpus, columns=["text"]).column("text").to_pylist()
     tokenizer = load_tokenizer(TOKENIZER, num_threads=threads)

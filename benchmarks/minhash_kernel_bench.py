@@ -41,7 +41,7 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from corpusmill.transforms import minhash
+from corpusmill.transforms.dedup import minhash
 
 DEFAULT_GLOB = "/usr/share/doc/linux-doc-6.1/Documentation/**/*.rst.gz"
 NUM_PERM = 128

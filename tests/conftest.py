@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
 import json
+import sysconfig
 from pathlib import Path
 
 import pyarrow as pa
@@ -70,3 +72,43 @@ def bad_corpus(tmp_path: Path, real_records: list[dict]) -> dict:
     (texts / "notes.md.gz").write_bytes(gzip.compress(real_records[1]["text"].encode("utf-8")))
     (texts / "latin1.txt").write_bytes("na\xefve caf\xe9".encode("latin-1"))
     return {"root": root, "max_text_bytes": max_text_bytes}
+
+
+# Real documents and a real tokenizer for the kernel tests.
+_LINUX_DOC = "/usr/share/doc/linux-doc-6.1/Documentation/**/*.rst.gz"
+
+
+def _read_corpus(limit: int) -> list[str]:
+    """Real documents: the Linux kernel docs when installed, else Python's stdlib sources."""
+    files = sorted(glob.glob(_LINUX_DOC, recursive=True))
+    if files:
+        # Every k-th file spreads the sample over the whole documentation tree.
+        step = max(1, len(files) // limit)
+        return [
+            gzip.open(path, "rt", encoding="utf-8", errors="replace").read()
+            for path in files[::step][:limit]
+        ]
+    stdlib = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    return [path.read_text(encoding="utf-8", errors="replace") for path in stdlib[:limit]]
+
+
+@pytest.fixture(scope="session")
+def real_texts() -> list[str]:
+    """About 300 real documents, from a few hundred to tens of thousands of tokens."""
+    return [text for text in _read_corpus(300) if text.strip()]
+
+
+@pytest.fixture(scope="session")
+def cl100k():
+    """The real cl100k_base tokenizer, loaded offline."""
+    from corpusmill.transforms.decompose.tokenizer import load_tokenizer
+
+    return load_tokenizer("tiktoken:cl100k_base", num_threads=2)
+
+
+@pytest.fixture(scope="session")
+def real_documents(real_texts, cl100k):
+    """The real documents tokenized with cl100k_base, end-of-text id appended."""
+    from corpusmill.transforms.decompose.tokenizer import encode_documents
+
+    return encode_documents(cl100k, real_texts)

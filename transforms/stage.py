@@ -13,7 +13,8 @@ returns a ``StageResult``:
   duplicates into the one ``duplicates/`` output;
 * ``shards``: one record per file the stage wrote through
   ``corpusmill.transforms.io.beam.shards.WriteShards`` (its own outputs,
-  declared by ``output_specs`` so that the job can fill in empty shards);
+  declared by ``output_specs`` so that the job can fill in empty shards), or
+  None when it writes nothing of its own;
 * ``stats``: exactly one dict, the stage's section of the manifest (under the
   stage's name) and of the report.
 

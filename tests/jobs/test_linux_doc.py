@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from corpusmill.jobs import linux_doc
+from corpusmill.jobs import linux_doc, linux_doc_packages
 
 SAMPLE = Path(linux_doc.__file__).parent / "sample" / "linux-doc-sample.jsonl.zst"
 PACKAGES_INSTALLED = all(
@@ -68,12 +68,12 @@ def test_parse_changelog_head_reads_version_and_utc_date() -> None:
         " -- A Maintainer <a@example.org>  Mon, 16 Nov 2026 11:17:40 +0100\n\n"
         "linux (6.1.192-1) bookworm-security; urgency=high\n"
     )
-    assert linux_doc.parse_changelog_head(changelog) == ("6.1.192-2", "2026-11-16T10:17:40+00:00")
+    assert linux_doc_packages.parse_changelog_head(changelog) == ("6.1.192-2", "2026-11-16T10:17:40+00:00")
 
 
 def test_parse_changelog_head_without_trailer_has_no_timestamp() -> None:
     changelog = "linux (6.1.1-1) unstable; urgency=low\n\n  * a\n\nlinux (6.1.0-1) unstable; urgency=low\n"
-    assert linux_doc.parse_changelog_head(changelog) == ("6.1.1-1", None)
+    assert linux_doc_packages.parse_changelog_head(changelog) == ("6.1.1-1", None)
 
 
 def _fake_doc_root(root: Path) -> Path:
@@ -97,8 +97,8 @@ def _fake_doc_root(root: Path) -> Path:
 
 
 def test_collect_documents_skips_empty_and_repairs_invalid_utf8(tmp_path: Path) -> None:
-    stats = linux_doc.CollectStats()
-    records = list(linux_doc.collect_documents(doc_root=_fake_doc_root(tmp_path), stats=stats))
+    stats = linux_doc_packages.CollectStats()
+    records = list(linux_doc_packages.collect_documents(doc_root=_fake_doc_root(tmp_path), stats=stats))
     assert [record["id"] for record in records] == [
         "linux-6.1/Documentation/mm/a.rst",
         "linux-6.1/Documentation/mm/latin1.txt",

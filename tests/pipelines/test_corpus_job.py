@@ -16,8 +16,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from corpusmill.pipelines.corpus_job import plan_job, run_job
 from corpusmill.schemas.config import load_job
 from corpusmill.schemas.manifest import stable_view
-from corpusmill.transforms.read import ReadDocuments
-from corpusmill.transforms.shards import ShardBatches, shard_of
+from corpusmill.transforms.io.beam.read import ReadDocuments
+from corpusmill.transforms.common import shard_of
+from corpusmill.transforms.io.beam.shards import ShardBatches
 from corpus_files import SAMPLE, jsonl_bytes, sample_records
 
 
@@ -152,7 +153,7 @@ def test_existing_snapshot_is_not_overwritten_without_asking(tmp_path, real_reco
     source.write_bytes(jsonl_bytes(real_records[:5]))
     out = tmp_path / "out"
     run_job(_config([source], out))
-    from corpusmill.transforms.snapshot import OutputExistsError
+    from corpusmill.transforms.io.beam.snapshot import OutputExistsError
 
     with pytest.raises(OutputExistsError, match="overwrite"):
         run_job(_config([source], out))

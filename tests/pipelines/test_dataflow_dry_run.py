@@ -37,6 +37,8 @@ def _dataflow_step_names(tmp_path, num_shards: int) -> set[str]:
 def test_job_translates_for_dataflow_with_every_step_named(tmp_path):
     names = _dataflow_step_names(tmp_path, num_shards=2)
     for step in ("ReadDocuments/ReadAndValidate", "ShardDocuments/GroupByShard", "ResolveDuplicateIds",
+                 "Deduplicate/ComputeDedupFeatures", "DecomposeDocuments/TokenizeAndDecompose",
+                 "DecomposeDocuments/WriteLen00256/WriteParquetShard", "WriteDuplicates/WriteParquetShard",
                  "WriteDocuments/WriteParquetShard", "WriteRejected/WriteParquetShard", "CollectResults"):
         assert step in names
 
@@ -61,7 +63,10 @@ def test_worker_package_carries_every_module_and_the_sample(tmp_path):
                     "-w", str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("corpusmill-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("corpusmill/pipelines/corpus_job.py", "corpusmill/transforms/formats.py",
+    for module in ("corpusmill/pipelines/corpus_job.py", "corpusmill/pipelines/stages.py",
+                   "corpusmill/transforms/io/formats.py", "corpusmill/transforms/dedup/beam/deduplicate.py",
+                   "corpusmill/transforms/decompose/beam/decompose_documents.py", "corpusmill/transforms/order/__init__.py",
+                   "corpusmill/training/curriculum.py",
                    "corpusmill/schemas/config.py", "corpusmill/jobs/cli.py", "corpusmill/jobs/default.yaml",
                    "corpusmill/jobs/sample/linux-doc-sample.jsonl.zst"):
         assert module in names

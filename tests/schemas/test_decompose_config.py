@@ -1,12 +1,12 @@
-"""The decompose section of a job spec: defaults, validation messages, kernel configs."""
+"""The decompose section of a job spec: defaults, validation messages, the curriculum it describes."""
 
 from __future__ import annotations
 
 import pytest
 
 from corpusmill.schemas.config import ConfigError, CurriculumSectionConfig, DecomposeConfig, build, to_dict
-from corpusmill.transforms.curriculum import CurriculumConfig
-from corpusmill.transforms.decompose import DecompositionConfig
+from corpusmill.training.curriculum import CurriculumConfig
+from corpusmill.transforms.decompose.stats import curriculum_config
 
 
 def build_decompose(data):
@@ -18,8 +18,8 @@ def test_defaults_follow_the_reference():
     assert config.enabled and config.append_eot and config.plus_one
     assert config.tokenizer == "tiktoken:cl100k_base"
     assert (config.min_exp, config.max_exp, config.mode) == (8, 13, "random")
-    assert config.decomposition_config() == DecompositionConfig()
-    assert config.curriculum_config() == CurriculumConfig(tokens_per_step=1 << 20, odds="grow_p2")
+    assert (config.extra, list(config.exponents), config.piece_length(8)) == (1, [8, 9, 10, 11, 12, 13], 257)
+    assert curriculum_config(config) == CurriculumConfig(tokens_per_step=1 << 20, odds="grow_p2")
 
 
 def test_yaml_values_map_onto_the_kernel_configs():
@@ -35,8 +35,8 @@ def test_yaml_values_map_onto_the_kernel_configs():
                            "num_cycles": 2, "seed": 9},
         }
     )
-    assert config.decomposition_config() == DecompositionConfig(6, 10, "cap", 3, False)
-    assert config.curriculum_config() == CurriculumConfig(4096, (5.0, 4.0, 3.0, 2.0, 1.0), 2, 9)
+    assert (config.min_exp, config.max_exp, config.mode, config.seed, config.extra) == (6, 10, "cap", 3, 0)
+    assert curriculum_config(config) == CurriculumConfig(4096, (5.0, 4.0, 3.0, 2.0, 1.0), 2, 9)
     assert to_dict(config)["curriculum"]["custom_odds"] == [5.0, 4.0, 3.0, 2.0, 1.0]
 
 
@@ -72,7 +72,7 @@ def test_bad_values_name_the_key_and_what_is_allowed(data, key, words):
 
 def test_tokens_per_step_follows_max_exp():
     config = build_decompose({"max_exp": 10, "curriculum": {"tokens_per_step": 4096}})
-    assert config.curriculum_config().tokens_per_step == 4096
+    assert curriculum_config(config).tokens_per_step == 4096
 
 
 def test_sections_are_frozen():
@@ -80,3 +80,12 @@ def test_sections_are_frozen():
         DecomposeConfig().max_exp = 14  # type: ignore[misc]
     with pytest.raises(AttributeError):
         CurriculumSectionConfig().odds = "uniform"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("kwargs, key", [({"mode": "binary"}, "decompose.mode"), ({"min_exp": -1}, "decompose.min_exp"),
+                                         ({"min_exp": 9, "max_exp": 8}, "decompose.max_exp")])
+def test_direct_construction_checks_the_same_keys(kwargs, key):
+    # Kernels take the section itself; building it in code must not skip the checks YAML gets.
+    with pytest.raises(ConfigError) as error:
+        DecomposeConfig(**kwargs)
+    assert error.value.key == key

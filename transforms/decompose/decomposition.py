@@ -270,7 +270,7 @@ def decompose_documents(
 
     Args:
         documents: One token array per document (end-of-text id included, see
-            :func:`corpusmill.transforms.tokenizer.encode_documents`).
+            :func:`corpusmill.transforms.decompose.tokenizer.encode_documents`).
         doc_ids: One id per document.
         config: Decomposition parameters.
 

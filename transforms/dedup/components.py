@@ -105,6 +105,15 @@ def _group_min(keys_sorted: np.ndarray, values: np.ndarray) -> tuple[np.ndarray,
     return starts, group, np.minimum.reduceat(values, starts)
 
 
+def _sorted_group_min(keys: np.ndarray, values: np.ndarray):
+    """Both arrays sorted by key (stable), with ``_group_min``'s starts, groups and minima."""
+    keys = np.asarray(keys, dtype=np.int64)
+    values = np.asarray(values, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    return (keys, values, *_group_min(keys, values))
+
+
 def large_star(node: np.ndarray, neighbour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The large-star operation for the nodes of one partition.
 
@@ -119,13 +128,9 @@ def large_star(node: np.ndarray, neighbour: np.ndarray) -> tuple[np.ndarray, np.
     Returns:
         ``(child, parent)`` edges with ``parent < child``, possibly repeated.
     """
-    node = np.asarray(node, dtype=np.int64)
-    neighbour = np.asarray(neighbour, dtype=np.int64)
-    if node.size == 0:
+    if np.size(node) == 0:
         return _EMPTY.copy(), _EMPTY.copy()
-    order = np.argsort(node, kind="stable")
-    node, neighbour = node[order], neighbour[order]
-    _, group, smallest = _group_min(node, neighbour)
+    node, neighbour, _, group, smallest = _sorted_group_min(node, neighbour)
     smallest_closed = np.minimum(smallest[group], node)
     larger = neighbour > node
     return neighbour[larger], smallest_closed[larger]
@@ -144,13 +149,9 @@ def small_star(child: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.nd
     Returns:
         ``(child, parent)`` edges with ``parent < child``, possibly repeated.
     """
-    child = np.asarray(child, dtype=np.int64)
-    parent = np.asarray(parent, dtype=np.int64)
-    if child.size == 0:
+    if np.size(child) == 0:
         return _EMPTY.copy(), _EMPTY.copy()
-    order = np.argsort(child, kind="stable")
-    child, parent = child[order], parent[order]
-    starts, group, smallest = _group_min(child, parent)
+    child, parent, starts, group, smallest = _sorted_group_min(child, parent)
     target = smallest[group]
     # The node itself joins its smallest smaller neighbour ...
     own_child, own_parent = child[starts], smallest

@@ -330,7 +330,7 @@ class Deduplicate(beam.PTransform):
         shard (same key, same columns and row order; possibly empty);
       - ``duplicates``: ``pyarrow.RecordBatch`` of ``DUPLICATE_SCHEMA``, one row
         per removed document;
-      - ``shards``: empty (the job writes the duplicates);
+      - ``shards``: None (the job writes the duplicates);
       - ``stats``: exactly one dict, the manifest's dedup section (``stats.build_stats``).
 
     Args:
@@ -359,10 +359,9 @@ class Deduplicate(beam.PTransform):
 
     def expand(self, shards):
         plan, config = self._plan, self._config
-        nothing = shards.pipeline | "NoDedupShards" >> beam.Create([])
         if not (config.exact or config.near):
             stats_only = shards.pipeline | "DedupDisabled" >> beam.Create([{"enabled": False}])
-            return StageResult(shards, None, nothing, stats_only)
+            return StageResult(shards, None, None, stats_only)
         features = shards | "ComputeDedupFeatures" >> beam.ParDo(_ComputeFeaturesDoFn(plan)).with_outputs(
             "buckets", "shingle_sets", "stats", main="features")
         stars = (
@@ -401,7 +400,7 @@ class Deduplicate(beam.PTransform):
             | "MergeDedupStats" >> beam.CombineGlobally(_MergeStatsFn())
             | "BuildDedupStats" >> beam.Map(_build_stats, beam.pvalue.AsSingleton(top_clusters), plan)
         )
-        return StageResult(kept.docs, resolved.duplicates, nothing, summary)
+        return StageResult(kept.docs, resolved.duplicates, None, summary)
 
     def _verify(self, candidates, features):
         """Candidate edges -> verified edges, with the endpoints' payload joined in by shard."""

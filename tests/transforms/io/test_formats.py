@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corpusmill.schemas.documents import DOCUMENT_BATCH_SCHEMA
-from corpusmill.transforms.formats import BatchBuilder, FieldMap, read_file
-from corpusmill.transforms.inputs import InputFile, detect_format, plan_read_tasks
+from corpusmill.transforms.io.formats import BatchBuilder, FieldMap, read_file
+from corpusmill.transforms.io.inputs import InputFile, detect_format, plan_read_tasks
 from corpus_files import jsonl_bytes, sample_records
 
 
@@ -223,7 +223,7 @@ def test_columnar_parquet_validation_matches_per_row_on_field_types(tmp_path):
 
 
 def test_whitespace_set_is_exactly_what_str_strip_removes():
-    from corpusmill.transforms.validate import PYTHON_WHITESPACE
+    from corpusmill.transforms.io.values import PYTHON_WHITESPACE
 
     assert PYTHON_WHITESPACE == "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 
@@ -263,7 +263,7 @@ def test_emitted_batches_are_compact_slices_of_row_groups(tmp_path, real_records
 
 
 def test_jsonl_lines_spanning_read_blocks_blank_lines_and_a_missing_final_newline(tmp_path, real_records):
-    from corpusmill.transforms import streams
+    from corpusmill.transforms.io import streams
 
     huge = {"id": "huge", "text": "\u00e9" * (streams.READ_CHUNK + 12345)}
     lines = [json.dumps(real_records[0]), "", "   ", json.dumps(huge, ensure_ascii=False), "\r",
@@ -305,7 +305,7 @@ def test_truncated_gzip_keeps_every_record_before_the_damage(tmp_path, real_reco
 @given(st.lists(st.tuples(st.one_of(st.none(), st.sampled_from(["a", "b", "ab", ""])),
                           st.one_of(st.none(), st.integers(-2, 2))), max_size=12))
 def test_is_sorted_agrees_with_a_stable_sort(rows):
-    from corpusmill.transforms.shards import is_sorted, sort_table
+    from corpusmill.transforms.common import is_sorted, sort_table
 
     table = pa.table({"k": pa.array([r[0] for r in rows], pa.string()),
                       "i": pa.array([r[1] for r in rows], pa.int64())})

@@ -17,29 +17,27 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from corpusmill.schemas.config import CurriculumSectionConfig, DecomposeConfig
-from corpusmill.transforms.buckets import (
-    BUCKET_SCHEMA,
-    DecomposeDocuments,
-    bucket_output,
-    bucket_outputs,
+from corpusmill.transforms.common import METRICS_NAMESPACE, shard_of, sort_table
+from corpusmill.transforms.decompose.beam import DecomposeDocuments
+from corpusmill.transforms.decompose.beam.decompose_documents import BUCKET_SCHEMA, bucket_output
+from corpusmill.transforms.decompose.decomposition import decompose_documents, decomposition_summary
+from corpusmill.transforms.decompose.stats import (
+    ShardDecomposeStats,
+    curriculum_config,
+    curriculum_spec,
     merge_decompose_stats,
 )
-from corpusmill.transforms.decompose import decompose_documents, decomposition_summary
-from corpusmill.transforms.read import METRICS_NAMESPACE
-from corpusmill.transforms.shards import ParquetOptions, shard_of, sort_table
-from corpusmill.transforms.tokenizer import encode_documents, load_tokenizer
+from corpusmill.transforms.decompose.tokenizer import encode_documents, load_tokenizer
+from corpusmill.transforms.io.shard_files import ParquetOptions
+from corpusmill.transforms.stage import StageContext
 
 NUM_SHARDS = 3
 NUM_DOCS = 300
-SAMPLE = Path(__file__).resolve().parents[2] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
+SAMPLE = Path(__file__).resolve().parents[3] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
 
 
 def sample_records(limit: int) -> list[dict]:
-    """The first records of the bundled sample (real Linux kernel documentation).
-
-    Read here rather than imported from tests/conftest.py: with tests/transforms
-    collected in the same session, ``conftest`` names that folder's module.
-    """
+    """The first records of the bundled sample (real Linux kernel documentation)."""
     records = []
     with zstandard.ZstdDecompressor().stream_reader(SAMPLE.open("rb")) as reader:
         for line in io.TextIOWrapper(reader, encoding="utf-8"):
@@ -70,19 +68,22 @@ def shard_elements(documents: pa.Table, num_shards: int) -> list[tuple[int, pa.T
 
 
 def run_stage(elements, config: DecomposeConfig, staging: Path, num_shards: int) -> dict:
-    """Runs the stage; returns its shard records, stats and counters."""
+    """Runs the stage; returns its shard records, its one stats dict and the counters."""
     results = staging / "_results.json"
     expected_paths = [
-        f"{output}/part-{shard:05d}-of-{num_shards:05d}.parquet"
-        for output in bucket_outputs(config)
+        f"{bucket_output(k)}/part-{shard:05d}-of-{num_shards:05d}.parquet"
+        for k in config.exponents
         for shard, _ in elements
     ]
     pipeline = test_pipeline.TestPipeline(runner="FnApiRunner")
+    context = StageContext(num_shards, num_shards == 1, str(staging), ParquetOptions())
     decomposed = (
         pipeline
         | "CreateShards" >> beam.Create(elements)
-        | "Decompose" >> DecomposeDocuments(config, str(staging), ParquetOptions(), num_shards)
+        | "Decompose" >> DecomposeDocuments(config, context)
     )
+    assert_that(decomposed.docs | "DocIds" >> beam.Map(lambda e: e[1].column("id").to_pylist()),
+                equal_to([table.column("id").to_pylist() for _, table in elements]), label="DocsPassThrough")
     assert_that(
         decomposed.shards | "ShardPaths" >> beam.Map(lambda record: record["path"]),
         equal_to(expected_paths),
@@ -92,7 +93,7 @@ def run_stage(elements, config: DecomposeConfig, staging: Path, num_shards: int)
         (decomposed.shards, decomposed.stats)
         | "AllResults" >> beam.Flatten()
         | "CollectResults" >> beam.combiners.ToList()
-        | "WriteResults" >> beam.Map(lambda rows: results.write_text(json.dumps(rows)))
+        | "WriteResults" >> beam.Map(lambda rows: results.write_text(json.dumps(rows, allow_nan=False)))
     )
     result = pipeline.run()
     result.wait_until_finish()
@@ -101,11 +102,8 @@ def run_stage(elements, config: DecomposeConfig, staging: Path, num_shards: int)
         value = counter.committed if counter.committed is not None else counter.attempted
         counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value)
     rows = json.loads(results.read_text())
-    return {
-        "shards": [r for r in rows if r["kind"] == "shard"],
-        "stats": [r for r in rows if r["kind"] == "decompose_stats"],
-        "counters": counters,
-    }
+    (stats,) = [r for r in rows if r.get("kind") != "shard"]
+    return {"shards": [r for r in rows if r.get("kind") == "shard"], "stats": stats, "counters": counters}
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +128,7 @@ def kernel(documents, tokenizer, config):
     """The kernels run directly on the same documents, in id order."""
     ordered = sort_table(documents, ["id"])
     tokens = encode_documents(tokenizer, ordered.column("text").to_pylist())
-    return decompose_documents(tokens, ordered.column("id").to_pylist(), config.decomposition_config())
+    return decompose_documents(tokens, ordered.column("id").to_pylist(), config)
 
 
 def read_bucket(staging: Path, exponent: int) -> list[tuple[str, int, tuple[int, ...]]]:
@@ -147,15 +145,14 @@ def read_bucket(staging: Path, exponent: int) -> list[tuple[str, int, tuple[int,
 
 
 def test_bucket_files_hold_exactly_the_kernel_decomposition(staged, kernel, config):
-    decomposition = config.decomposition_config()
-    for exponent in decomposition.exponents:
+    for exponent in config.exponents:
         pieces = kernel.buckets[exponent]
         expected = sorted(
             zip(pieces.doc_ids.tolist(), pieces.offsets.tolist(), map(tuple, pieces.tokens.tolist()))
         )
         written = read_bucket(staged["dir"], exponent)
         assert sorted(written) == expected, exponent
-        assert all(len(tokens) == decomposition.piece_length(exponent) for _, _, tokens in written)
+        assert all(len(tokens) == config.piece_length(exponent) for _, _, tokens in written)
 
 
 def test_files_are_sorted_and_hold_only_their_shards_documents(staged):
@@ -172,7 +169,7 @@ def test_files_are_sorted_and_hold_only_their_shards_documents(staged):
 
 
 def test_token_accounting(staged, kernel):
-    merged = merge_decompose_stats(staged["stats"])
+    merged = staged["stats"]
     written_tokens = sum(
         record["rows"] * merged["buckets"][str(int(record["output"][-5:]).bit_length() - 1)]["tokens_per_sequence"]
         for record in staged["shards"]
@@ -192,9 +189,9 @@ def test_token_accounting(staged, kernel):
 
 
 def test_merged_stats_sum_the_shards(staged, kernel):
-    merged = merge_decompose_stats(staged["stats"])
-    assert merged["shards"] == NUM_SHARDS
-    # The shards record the curriculum, so the driver needs no second argument.
+    merged = staged["stats"]
+    assert merged["shards"] == NUM_SHARDS and "timings_ms" not in merged
+    # The shards record the curriculum, so merging needs no second argument.
     assert merged["curriculum"]["odds"] == "grow_p2"
     assert [b["sequences"] for b in merged["curriculum"]["buckets"]] == [
         len(kernel.buckets[k]) for k in range(8, 14)]
@@ -228,13 +225,10 @@ def test_one_shard_reproduces_the_kernel_summary_and_is_byte_identical_across_ru
         assert (tmp_path / "first" / relative).read_bytes() == (tmp_path / "second" / relative).read_bytes()
     assert sorted(r["sha256"] for r in first["shards"]) == sorted(r["sha256"] for r in second["shards"])
 
-    merged = merge_decompose_stats(first["stats"])
+    merged = first["stats"]
     ordered = elements[0][1]
     kernel = decompose_documents(
-        encode_documents(tokenizer, ordered.column("text").to_pylist()),
-        ordered.column("id").to_pylist(),
-        config.decomposition_config(),
-    )
+        encode_documents(tokenizer, ordered.column("text").to_pylist()), ordered.column("id").to_pylist(), config)
     summary = decomposition_summary(kernel)
     for key, value in summary.items():
         if isinstance(value, float):
@@ -243,13 +237,27 @@ def test_one_shard_reproduces_the_kernel_summary_and_is_byte_identical_across_ru
             assert merged[key] == value, key
     spec = merged["curriculum"]
     assert spec["odds"] == [1, 2, 3, 4, 5] and spec["tokens_per_step"] == 8192
-    assert spec == merge_decompose_stats(first["stats"], config.curriculum_config())["curriculum"]
+    assert spec == curriculum_spec(config, merged["pieces_per_bucket"], curriculum_config(config))
     assert [b["sequences"] for b in spec["buckets"]] == [len(kernel.buckets[k]) for k in range(8, 13)]
 
 
-def test_merge_rejects_mixed_configs(staged):
-    other = dict(staged["stats"][0], shard=99, decomposition={**staged["stats"][0]["decomposition"], "seed": 7})
+def test_merge_rejects_mixed_configs(staged, config):
+    records = [ShardDecomposeStats(shard=i, config=config, tokenizer=config.tokenizer).to_dict() for i in range(2)]
+    other = ShardDecomposeStats(shard=99, config=DecomposeConfig(seed=7), tokenizer=config.tokenizer).to_dict()
+    assert merge_decompose_stats(records)["shards"] == 2
     with pytest.raises(ValueError, match="shard 99"):
-        merge_decompose_stats([*staged["stats"], other])
+        merge_decompose_stats([*records, other])
     with pytest.raises(ValueError, match="no 'decompose_stats'"):
         merge_decompose_stats(staged["shards"])
+
+
+def test_pieces_keep_the_order_documents_arrive_in(tmp_path, documents, tokenizer):
+    # An ordered stage upstream hands documents in its own order; buckets keep it.
+    config = DecomposeConfig(num_threads=2, tokenize_batch_docs=50, mode="cap")
+    (shard, table), = shard_elements(documents, 1)
+    reversed_table = table.take(pa.array(range(table.num_rows - 1, -1, -1)))
+    run_stage([(shard, reversed_table)], config, tmp_path, 1)
+    arrival = {doc_id: i for i, doc_id in enumerate(reversed_table.column("id").to_pylist())}
+    for exponent in config.exponents:
+        keys = [(arrival[doc_id], offset) for doc_id, offset, _ in read_bucket(tmp_path, exponent)]
+        assert keys == sorted(keys) and len(keys) > 0

@@ -24,17 +24,21 @@ from apache_beam.testing.util import assert_that
 
 from corpusmill.schemas.config import DedupConfig
 from corpusmill.schemas.documents import DOCUMENT_BATCH_SCHEMA, DUPLICATE_SCHEMA
-from corpusmill.transforms.dedup import Deduplicate
-from corpusmill.transforms.normalize import normalize_text
-from corpusmill.transforms.shards import shard_of
+from corpusmill.transforms.common import shard_of
+from corpusmill.transforms.dedup.beam import Deduplicate
+from corpusmill.transforms.dedup.normalize import normalize_text
+from corpusmill.transforms.io.shard_files import ParquetOptions
+from corpusmill.transforms.stage import StageContext
 
 NUM_SHARDS = 4
-SAMPLE = Path(__file__).resolve().parents[2] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
+SAMPLE = Path(__file__).resolve().parents[3] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
+
+
+def context(num_shards: int, single_partition: bool = False) -> StageContext:
+    return StageContext(num_shards, single_partition, staging_dir="unused", parquet=ParquetOptions())
 
 
 def sample_records() -> list[dict]:
-    # Read here rather than imported from tests/conftest.py: pytest caches one
-    # module named "conftest", and tests/transforms has its own.
     with zstandard.ZstdDecompressor().stream_reader(SAMPLE.open("rb")) as reader:
         return [json.loads(line) for line in io.TextIOWrapper(reader, encoding="utf-8")]
 
@@ -102,11 +106,11 @@ def run_dedup(sample_shards, tmp_path: Path, single_partition: bool = False, **c
             | "Shards" >> beam.Create(list(range(NUM_SHARDS)), reshuffle=False)
             | "LoadShards" >> beam.Map(_load_shard, str(sample_shards["root"]))
         )
-        result = shards | "Dedup" >> Deduplicate(DedupConfig(**config), NUM_SHARDS, max_rounds=6,
-                                                 single_partition=single_partition)
-        assert_that(result["stats"], _balanced, label="StatsBalance")
+        result = shards | "Dedup" >> Deduplicate(DedupConfig(**config), context(NUM_SHARDS, single_partition),
+                                                 max_rounds=6)
+        assert_that(result.stats, _balanced, label="StatsBalance")
         for name in ("docs", "duplicates", "stats"):
-            _ = result[name] | f"Collect{name.title()}" >> beam.Map(_dump, str(out), name)
+            _ = getattr(result, name) | f"Collect{name.title()}" >> beam.Map(_dump, str(out), name)
     collected = defaultdict(list)
     for path in out.glob("*.pkl"):
         collected[path.name.split("-")[0]].append(pickle.loads(path.read_bytes()))
@@ -249,9 +253,8 @@ def test_single_partition_resolves_auto_components_when_built(default_run, sampl
     def distributed_steps(labels):
         return [label for label in labels if "Round" in label or "RouteEdges" in label or "FinalStars" in label]
 
-    assert distributed_steps(transform_labels(Deduplicate(DedupConfig(), 1, max_rounds=6)))
-    assert distributed_steps(transform_labels(Deduplicate(DedupConfig(), 1, max_rounds=6,
-                                                          single_partition=True))) == []
+    assert distributed_steps(transform_labels(Deduplicate(DedupConfig(), context(1), max_rounds=6)))
+    assert distributed_steps(transform_labels(Deduplicate(DedupConfig(), context(1, True), max_rounds=6))) == []
     result = run_dedup(sample_shards, tmp_path, single_partition=True)
     assert clusters_of(result) == clusters_of(default_run)
     components = result["stats"]["components"]
@@ -290,3 +293,22 @@ def test_without_exact_dedup_copies_are_near_duplicates(default_run, doubled_sha
     # Nothing else joins the copies here, so each is a near-duplicate candidate of its original.
     once = default_run["stats"]["candidates"]["unique_pairs_checked"]
     assert result["stats"]["candidates"]["unique_pairs_checked"] > 1.5 * once
+
+
+def test_documents_whose_keys_collide_are_kept_and_counted(sample_shards, tmp_path, monkeypatch):
+    # Real ids never share 64 bits in a test corpus; 12 low bits make collisions
+    # common while every key keeps its shard (key mod 4 = the id's shard).
+    from corpusmill.transforms.common import document_keys
+    from corpusmill.transforms.dedup import features
+
+    monkeypatch.setattr(features, "document_keys", lambda ids: document_keys(ids) & 0xFFF)
+    result = run_dedup(sample_shards, tmp_path)
+    check_accounting(result, sample_shards["docs"])
+    keys = {}
+    for doc_id in sorted(sample_shards["docs"]):
+        keys.setdefault(int(document_keys([doc_id])[0] & 0xFFF), []).append(doc_id)
+    left_out = {doc_id for ids in keys.values() for doc_id in ids[1:]}
+    assert result["stats"]["key_collisions"] == len(left_out) > 100
+    # Left out of dedup means kept as they are: never removed, never a representative.
+    assert left_out <= set(result["kept"])
+    assert left_out.isdisjoint(row["representative_id"] for row in result["duplicates"])

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corpusmill.transforms import minhash
+from corpusmill.transforms.dedup import minhash
 
 SCHEMES = ["legacy", "affine32"]
 # Only datasketch >= 2.0 knows schemes; before that "legacy" is the only one.

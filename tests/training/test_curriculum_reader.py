@@ -1,4 +1,4 @@
-"""Tests of corpusmill.transforms.curriculum: budgets, determinism, ranks, sampling."""
+"""Tests of corpusmill.training.curriculum: budgets, determinism, ranks, sampling."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from corpusmill.transforms.curriculum import (
+from corpusmill.training.curriculum import (
     CurriculumConfig,
     CurriculumReader,
     curriculum_odds,
 )
-from corpusmill.transforms.decompose import (
-    DecompositionConfig,
+from corpusmill.schemas.config import DecomposeConfig
+from corpusmill.transforms.decompose.decomposition import (
     bucket_dirname,
     decompose_documents,
 )
@@ -180,7 +180,7 @@ def test_invariants_hold_for_any_layout(sizes, world_exp, cycles, seed):
 
 
 def test_parquet_buckets_read_like_arrays(tmp_path, real_documents):
-    config = DecompositionConfig(mode="random", seed=1)
+    config = DecomposeConfig(mode="random", seed=1)
     decomposition = decompose_documents(
         real_documents, [f"doc-{i}" for i in range(len(real_documents))], config
     )

@@ -16,12 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corpusmill.schemas.config import DedupConfig, NormalizeConfig
-from corpusmill.transforms import components, keep_policy, lsh, minhash
-from corpusmill.transforms import dedup
-from corpusmill.transforms.dedup import DedupPlan, bucket_arrays, bucket_edges, compute_features, resolve_clusters
-from corpusmill.transforms.normalize import exact_hashes, normalize_array, normalize_text, normalize_texts
+from corpusmill.transforms.common import document_keys, shard_of
+from corpusmill.transforms.dedup import components, features as features_module, keep_policy, lsh, minhash
+from corpusmill.transforms.dedup.clusters import resolve_clusters
+from corpusmill.transforms.dedup.features import DedupPlan, bucket_arrays, bucket_edges, compute_features, rows_of
+from corpusmill.transforms.dedup.normalize import exact_hashes, normalize_array, normalize_text, normalize_texts
 
-SAMPLE = Path(__file__).resolve().parents[2] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
+SAMPLE = Path(__file__).resolve().parents[3] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
 
 
 def sample_records() -> list[dict]:
@@ -286,7 +287,7 @@ def sample_candidate_edges():
         "source": [r["source"] for r in records], "timestamp": pa.array([None] * len(records), pa.timestamp("us")),
     })
     plan = DedupPlan.from_config(DedupConfig(threshold=0.5), 1, 8)
-    features = compute_features(0, table, plan)
+    features = compute_features(table, plan)
     parts = [bucket_edges([arrays]) for _, arrays in bucket_arrays(features, plan)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -348,9 +349,10 @@ def test_resolve_clusters_labels_kinds_and_similarity():
     near = base.replace("word100", "changed")
     texts = [base, base, near, "unrelated text here entirely"]
     sigs = minhash.signatures(texts, params).astype(np.uint32)
+    ids = ["b", "a", "c", "z"]
     members = {
-        "uid": np.array([0, (1 << 32) + 5, 7, 9], dtype=np.int64),
-        "id": np.array(["b", "a", "c", "z"], dtype=object),
+        "uid": document_keys(ids),
+        "id": np.array(ids, dtype=object),
         "hash": exact_hashes(texts),
         "signature": sigs,
         "length": np.array([10, 10, 12, 3]),
@@ -365,10 +367,15 @@ def test_resolve_clusters_labels_kinds_and_similarity():
     assert rows["b"]["kind"] == "exact" and rows["b"]["similarity"] == 1.0
     assert rows["c"]["kind"] == "near" and 0.8 < rows["c"]["similarity"] < 1.0
     assert {r["representative_id"] for r in rows.values()} == {"a"} and rows["c"]["cluster_id"] == "a"
-    assert sorted(drops) == [0] and sorted(drops[0][0].tolist()) == ["b", "c"]
+    # Each removed document goes back to the shard its id hashes to.
+    dropped_by_shard = {shard: sorted(ids.tolist()) for shard, (ids, _) in drops.items()}
+    expected = {}
+    for doc_id, shard in zip(["b", "c"], shard_of(["b", "c"], 2)):
+        expected.setdefault(int(shard), []).append(doc_id)
+    assert dropped_by_shard == expected
     assert totals["by_kind"] == {"exact": 1, "near": 1} and totals["sizes"] == {1: 1, 3: 1}
     largest = max(summaries, key=lambda s: s["size"])
-    assert largest["member_ids"] == ["a", "b", "c"] and largest["representative_shard"] == 1
+    assert largest["member_ids"] == ["a", "b", "c"] and largest["representative_shard"] == shard_of(["a"], 2)[0]
 
 
 def test_lsh_plan_defaults_to_datasketch_optimum():
@@ -378,31 +385,57 @@ def test_lsh_plan_defaults_to_datasketch_optimum():
     assert DedupPlan.from_config(DedupConfig(bands=16, rows=8), 1, 4).bands == 16
 
 
+# ---------------------------------------------------------------- document keys
+
+
+def _sample_table(records) -> pa.Table:
+    return pa.Table.from_pydict({
+        "id": [r["id"] for r in records], "text": [r["text"] for r in records],
+        "source": [r["source"] for r in records], "timestamp": pa.array([None] * len(records), pa.timestamp("us")),
+    })
+
+
+def test_features_are_named_by_stable_keys_of_the_ids():
+    records = sample_records()[:300]
+    plan = DedupPlan.from_config(DedupConfig(), 3, 4)
+    features = compute_features(_sample_table(records), plan)
+    # The same key in any shard count and any row order: xxh3-64 of the id.
+    shuffled = compute_features(_sample_table(records[::-1]), DedupPlan.from_config(DedupConfig(), 17, 4))
+    assert np.array_equal(features["uid"], shuffled["uid"]) and features["key_collisions"] == 0
+    assert np.all(np.diff(features["uid"]) > 0)
+    assert dict(zip(features["id"], features["uid"].tolist())) == dict(
+        zip([r["id"] for r in records], document_keys([r["id"] for r in records]).tolist()))
+    rows = rows_of(features["uid"], features["uid"][[5, 0, 17]])
+    assert features["id"][rows].tolist() == features["id"][[5, 0, 17]].tolist()
+    with pytest.raises(LookupError, match="not in the shard"):
+        rows_of(features["uid"], np.array([int(features["uid"].max()) + 1]))
+
+
+def test_colliding_keys_are_counted_and_left_out_never_merged(monkeypatch):
+    # No two real ids of a test corpus share 64 bits, so keys are cut to 3 bits here.
+    records = sample_records()[:40]
+    monkeypatch.setattr(features_module, "document_keys", lambda ids: document_keys(ids) & 7)
+    features = compute_features(_sample_table(records), DedupPlan.from_config(DedupConfig(), 1, 4))
+    ids = sorted(r["id"] for r in records)
+    keys = (document_keys(ids) & 7).tolist()
+    first_of_key = {}
+    for doc_id, key in zip(ids, keys):
+        first_of_key.setdefault(key, doc_id)
+    # The smallest id of each key is deduplicated; every other id is counted and kept out.
+    assert sorted(features["id"].tolist()) == sorted(first_of_key.values())
+    assert features["key_collisions"] == len(records) - len(first_of_key) > 0
+    assert len(set(features["uid"].tolist())) == features["uid"].size
+
+
 # ---------------------------------------------------------------- shuffle pieces
 
 
-def test_docs_cross_the_shuffle_in_pieces_and_come_back_with_their_chunks(real_texts, monkeypatch):
-    monkeypatch.setattr(dedup, "PIECE_BYTES", 50_000)
-    chunks = [pa.table({"id": [f"d{i}" for i in range(n)], "text": real_texts[:n]}) for n in (40, 1, 120)]
-    table = pa.concat_tables(chunks)
-    pieces = list(dedup._docs_as_ipc((3, table)))
-    assert len(pieces) > 3 and {shard for shard, _ in pieces} == {3}
-    assert max(len(encoded) for _, (_, _, encoded) in pieces) < 4 * 50_000 + max(map(len, real_texts[:120])) * 4
-    # Pieces arrive in any order; the table comes back with the same chunk boundaries.
-    rebuilt = dedup._tables_from_ipc([piece for _, piece in reversed(pieces)])
-    assert rebuilt.equals(table)
-    assert [len(c) for c in rebuilt.column("text").chunks] == [len(c) for c in table.column("text").chunks]
-    empty = table.schema.empty_table()
-    (only,) = dedup._docs_as_ipc((0, empty))
-    assert dedup._tables_from_ipc([only[1]]).num_rows == 0
-
-
-def test_shingle_sets_cross_the_shuffle_in_pieces(real_texts, monkeypatch):
-    monkeypatch.setattr(dedup, "PIECE_BYTES", 20_000)
+def test_shingle_sets_cross_the_shuffle_in_pieces(real_texts):
     values, offsets = minhash.shingle_sets(real_texts[:60] + ["", "one"], 5)
-    pieces = list(dedup._csr_pieces(values, offsets))
+    pieces = list(lsh.csr_pieces(values, offsets, piece_bytes=20_000))
     assert len(pieces) > 3 and pieces[0][0] == 0
     assert sum(p[2].shape[0] - 1 for p in pieces) == offsets.shape[0] - 1
-    rebuilt_values, rebuilt_offsets = dedup._csr_from_pieces(pieces[::-1])
+    pieces.sort(key=lambda piece: piece[0])
+    rebuilt_values, rebuilt_offsets = lsh.csr_concat([(v, o) for _, v, o in pieces])
     assert np.array_equal(rebuilt_values, values) and np.array_equal(rebuilt_offsets, offsets)
-    assert list(dedup._csr_pieces(np.empty(0, np.uint32), np.zeros(1, np.int64))) == []
+    assert list(lsh.csr_pieces(np.empty(0, np.uint32), np.zeros(1, np.int64))) == []

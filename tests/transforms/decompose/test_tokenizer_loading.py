@@ -1,4 +1,4 @@
-"""Tests of corpusmill.transforms.tokenizer: offline loading, batching, round trips."""
+"""Tests of corpusmill.transforms.decompose.tokenizer: offline loading, batching, round trips."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tiktoken
 import tiktoken.load
-from corpusmill.transforms import tokenizer as tokenizer_module
-from corpusmill.transforms.tokenizer import (
+from corpusmill.transforms.decompose import tokenizer as tokenizer_module
+from corpusmill.transforms.decompose.tokenizer import (
     HFTokenizer,
     TiktokenTokenizer,
     Tokenizer,
