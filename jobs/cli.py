@@ -7,7 +7,10 @@
     corpusmill report DIR
 
 Everything after ``--`` goes to Beam's PipelineOptions. Exit status: 0 on
-success, 2 for a bad configuration or input (nothing ran), 1 when the run failed.
+success, 2 for a bad configuration, input or output (nothing ran; this includes
+an output another run holds), 1 when the run failed, 3 when the run completed
+and published its snapshot but kept no document at all (every record rejected
+or a duplicate): a scheduled job should not pass that as a success.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from corpusmill.schemas.config import ConfigError, load_job
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NOTHING_KEPT = 3
 
 # One-stage commands are `run` with the other optional stages switched off.
 STAGE_ONLY = {
@@ -97,14 +101,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from corpusmill.transforms.io.inputs import InputError
+    from corpusmill.transforms.io.beam.lock import OutputLockedError
     from corpusmill.transforms.io.beam.snapshot import OutputExistsError
+    from corpusmill.transforms.io.inputs import InputError
+    from corpusmill.transforms.io.output_paths import OutputPathError
 
     overrides = list(args.overrides)
     overrides += STAGE_ONLY.get(args.command, [])
     if args.input:
         overrides.append("input.paths=" + json.dumps(args.input))
-    if args.output:
+    if args.output is not None:
+        # An empty --output is passed on, to be refused, not replaced by the default.
         overrides.append("output.path=" + json.dumps(args.output))
     if args.overwrite:
         overrides.append("output.overwrite=true")
@@ -114,21 +121,26 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         from corpusmill.pipelines.corpus_job import run_job
 
         manifest = run_job(config, beam_args, render_report)
-    except (ConfigError, InputError, OutputExistsError) as error:
+    except (ConfigError, InputError, OutputExistsError, OutputPathError, OutputLockedError) as error:
         print(f"corpusmill: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if manifest is None:
         print("dry run: the pipeline was built and translated; nothing was written.")
         return 0
     print(summary(manifest, config.output.path))
+    if manifest["counts"]["kept"] == 0:
+        print(f"corpusmill: WARNING: no document was kept: all {manifest['counts']['input_records']:,} input "
+              f"records were rejected or duplicates; the rejected rows and their reasons are in "
+              f"{config.output.path.rstrip('/')}/rejected/ (exit status {EXIT_NOTHING_KEPT})", file=sys.stderr)
+        return EXIT_NOTHING_KEPT
     return 0
 
 
-def summary(manifest: dict[str, Any], where: str) -> str:
-    """A few lines a person reads after a run."""
+def summary(manifest: dict[str, Any], where: str, status: str | None = None) -> str:
+    """A few lines a person reads after a run (``status`` replaces the manifest's own)."""
     counts = manifest["counts"]
     lines = [
-        f"snapshot: {where}  ({manifest['status']})",
+        f"snapshot: {where}  ({status or manifest['status']})",
         f"input:    {manifest['input']['files']} files, {manifest['input']['bytes']:,} bytes, "
         f"{counts['input_records']:,} records",
         f"kept:     {counts['kept']:,}   duplicates: {counts['duplicates']:,}   rejected: {counts['rejected']:,}"
@@ -140,13 +152,18 @@ def summary(manifest: dict[str, Any], where: str) -> str:
         lines.append(f"{name + '/':<20}{len(out['shards'])} shards, {out['rows']:,} rows, {out['bytes']:,} bytes")
     partitioning = manifest["execution"]["partitioning"]
     lines.append(f"partitioning: {partitioning['mode']} ({partitioning['reason']})")
+    skipped = manifest["input"].get("skipped_files", 0)
+    if skipped:
+        first = manifest["input"]["skipped"][0]
+        lines.append(f"skipped:  {skipped:,} matched file(s) not read, e.g. {first['path']}: {first['reason']} "
+                     f"(all in manifest.json input.skipped)")
     if "wall_seconds" in manifest.get("timings", {}):
         lines.append(f"wall time: {manifest['timings']['wall_seconds']:.1f} s")
     lines.append(f"report:   {where.rstrip('/')}/report.html")
     return "\n".join(lines)
 
 
-def _load_manifest(root: str) -> dict[str, Any] | None:
+def _load_manifest(root: str, quiet: bool = False) -> dict[str, Any] | None:
     from apache_beam.io.filesystems import FileSystems
 
     from corpusmill.schemas.manifest import MANIFEST_NAME
@@ -155,51 +172,73 @@ def _load_manifest(root: str) -> dict[str, Any] | None:
         with FileSystems.open(f"{root}/{MANIFEST_NAME}") as handle:
             return json.loads(handle.read().decode("utf-8"))
     except Exception as error:  # any filesystem's not-found error
-        print(f"corpusmill: error: {root} has no readable {MANIFEST_NAME}: {error}", file=sys.stderr)
+        if not quiet:
+            print(f"corpusmill: error: {root} has no readable {MANIFEST_NAME}: {error}", file=sys.stderr)
         return None
 
 
 def _report(args: argparse.Namespace) -> int:
     from corpusmill.jobs.report import REPORT_NAME, render_report
     from corpusmill.transforms.io.beam.files import write_bytes
+    from corpusmill.transforms.io.beam.lock import OutputLock, OutputLockedError
 
     root = args.snapshot.rstrip("/")
     manifest = _load_manifest(root)
     if manifest is None:
         return EXIT_USAGE
-    write_bytes(f"{root}/{REPORT_NAME}", render_report(manifest).encode("utf-8"))
+    try:
+        with OutputLock(root):
+            write_bytes(f"{root}/{REPORT_NAME}", render_report(manifest).encode("utf-8"))
+    except OutputLockedError as error:
+        print(f"corpusmill: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"wrote {root}/{REPORT_NAME}")
     return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from corpusmill.transforms.io.beam.snapshot import snapshot_problems
+
+    root = args.snapshot.rstrip("/")
+    problems = snapshot_problems(root)
+    manifest = _load_manifest(root, quiet=any("interrupted" in p for p in problems))
+    if manifest is None:
+        for problem in problems:
+            print(f"PROBLEM: {problem}")
+        return EXIT_FAILED if any("interrupted" in p for p in problems) else EXIT_USAGE
+    try:
+        print(summary(manifest, root, None if not problems else "NOT COMPLETE"))
+    except (KeyError, TypeError) as error:
+        problems.append(f"the manifest lacks {error}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    if args.rows > 0:
+        for name, out in manifest.get("outputs", {}).items():
+            shard = next((s for s in out.get("shards", []) if s.get("rows")), None)
+            if shard is not None:
+                _show_rows(root, name, shard["path"], args.rows)
+    return 0 if not problems else EXIT_FAILED
+
+
+def _show_rows(root: str, name: str, path: str, rows: int) -> None:
+    """Prints the first rows of one shard, or why they cannot be read."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
-    from corpusmill.schemas.manifest import SUCCESS_NAME
-
-    root = args.snapshot.rstrip("/")
-    manifest = _load_manifest(root)
-    if manifest is None:
-        return EXIT_USAGE
-    complete = FileSystems.exists(f"{root}/{SUCCESS_NAME}")
-    print(summary(manifest, root))
-    if not complete:
-        print(f"WARNING: {SUCCESS_NAME} is missing: this snapshot is incomplete")
-    for name, out in manifest["outputs"].items():
-        shard = next((s for s in out["shards"] if s["rows"]), None)
-        if shard is None or args.rows <= 0:
-            continue
-        with FileSystems.open(f"{root}/{shard['path']}") as handle:
+    try:
+        with FileSystems.open(f"{root}/{path}") as handle:
             # An Arrow buffer, not a Python file: pyarrow's reader threads on a
             # Python file object can abort the process at exit.
-            table = pq.read_table(pa.BufferReader(handle.read())).slice(0, args.rows)
-        print(f"\n{name}/ — first {table.num_rows} rows of {shard['path']}:")
-        for row in table.to_pylist():
-            shown = {k: (textwrap.shorten(v, 100) if isinstance(v, str) else v) for k, v in row.items()}
-            print("  " + json.dumps(shown, ensure_ascii=False, default=str))
-    return 0 if complete else EXIT_FAILED
+            table = pq.read_table(pa.BufferReader(handle.read())).slice(0, rows)
+        shown_rows = table.to_pylist()
+    except Exception as error:  # noqa: BLE001 - a damaged shard is reported, not a crash
+        print(f"\n{name}/ — {path} cannot be read: {type(error).__name__}: {error}")
+        return
+    print(f"\n{name}/ — first {table.num_rows} rows of {path}:")
+    for row in shown_rows:
+        shown = {k: (textwrap.shorten(v, 100) if isinstance(v, str) else v) for k, v in row.items()}
+        print("  " + json.dumps(shown, ensure_ascii=False, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:

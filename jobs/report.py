@@ -183,12 +183,18 @@ def render_report(manifest: Mapping[str, Any]) -> str:
         f"{html.escape(str(manifest.get('created_at', '')))} · corpusmill "
         f"{html.escape(str(manifest.get('code_version', {}).get('corpusmill', '')))}</p>",
     ]
+    for warning in manifest.get("warnings", []):
+        parts.append(f"<p class='status-failed'><b>Warning:</b> {html.escape(str(warning))}</p>")
     source = manifest["input"]
     parts.append("<h2>Input</h2>" + _table(
         [("files", source["files"]), ("bytes", source["bytes"]), ("records", source["records"]),
          ("blank lines skipped", source.get("blank_lines_skipped", 0)),
          ("rows lost in damaged row groups", source.get("rows_lost_in_damage", 0)),
+         ("matched files not read (skipped)", source.get("skipped_files", 0)),
          ("fingerprint (sha256)", source["fingerprint"])], ["", "value"]))
+    if source.get("skipped"):
+        parts.append("<h3>Skipped files</h3>" + _table([(f["path"], f["reason"]) for f in source["skipped"]],
+                                                      ["path", "reason"], css="wide"))
     parts.append(_accounting(manifest))
     reasons = manifest["counts"].get("rejected_by_reason", {})
     if reasons:

@@ -7,11 +7,15 @@ shard count, and publishing the snapshot only after the pipeline succeeded.
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import datetime as dt
 import importlib.metadata
 import importlib.resources
+import logging
 import math
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,17 +27,24 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from corpusmill.pipelines.stages import StageEntry, enabled_stages, stage_folders
 from corpusmill.schemas import manifest as manifest_lib
-from corpusmill.schemas.config import JobConfig, to_dict
+from corpusmill.schemas.config import ConfigError, JobConfig, check_resources, to_dict
 from corpusmill.transforms.common import METRICS_NAMESPACE
 from corpusmill.transforms.io.beam import snapshot
-from corpusmill.transforms.io.beam.files import expand_inputs
+from corpusmill.transforms.io.beam.files import list_inputs
+from corpusmill.transforms.io.beam.lock import OutputLock, describe_holder
 from corpusmill.transforms.io.beam.read import ReadDocuments, ResolveDuplicateIds
 from corpusmill.transforms.io.beam.shards import ShardBatches, WriteShards
-from corpusmill.transforms.io.inputs import InputFile, plan_read_tasks
+from corpusmill.transforms.io.inputs import InputFile, SkippedFile, plan_read_tasks
+from corpusmill.transforms.io.output_paths import check_output_path
 from corpusmill.transforms.io.shard_files import DOCS, DUPLICATES, REJECTED, OutputSpec, ParquetOptions
 from corpusmill.transforms.stage import StageContext
 
 DEFAULT_RUNNER = "FnApiRunner"
+log = logging.getLogger("corpusmill")
+# A set shard count may not exceed one shard per 64 KiB of estimated text (or 64 in all):
+# 100,000 shards of 8 records would write 900,000 files and a 200 MB manifest.
+MIN_USEFUL_SHARD_BYTES = 64 * 1024
+MIN_SHARD_CAP = 64
 # Every snapshot's own outputs: together they account for every input record.
 CORE_OUTPUTS = (DOCS, DUPLICATES, REJECTED)
 
@@ -54,6 +65,7 @@ class JobPlan:
     partitioning: dict[str, Any]
     parquet: ParquetOptions
     stages: tuple[tuple[StageEntry, Any], ...]
+    skipped: tuple[SkippedFile, ...] = ()
 
     def context(self, staging: str) -> StageContext:
         """What every stage is told about this run."""
@@ -80,11 +92,19 @@ def plan_job(config: JobConfig) -> JobPlan:
     """
     if not config.input.paths:
         config = replace(config, input=replace(config.input, paths=(bundled_sample(),)))
-    files = expand_inputs(config.input.paths, config.input.format)
+    check_resources(config)
+    listing = list_inputs(config.input.paths, config.input.format)
+    files = listing.files
     tasks = plan_read_tasks(files, config.input.task_bytes)
     estimated = sum(f.estimated_text_bytes for f in files)
     if config.output.num_shards:
         num_shards = config.output.num_shards
+        most = max(MIN_SHARD_CAP, math.ceil(estimated / MIN_USEFUL_SHARD_BYTES))
+        if num_shards > most:
+            raise ConfigError("output.num_shards", (
+                f"{num_shards} shards for about {estimated:,} bytes of text would write mostly empty files; "
+                f"at most {most} here (one per {MIN_USEFUL_SHARD_BYTES // 1024} KiB, at least {MIN_SHARD_CAP}), "
+                f"or 0 to choose by output.target_shard_bytes"))
         reason = "output.num_shards set"
     else:
         num_shards = max(1, math.ceil(estimated / config.output.target_shard_bytes))
@@ -97,7 +117,8 @@ def plan_job(config: JobConfig) -> JobPlan:
     }
     parquet = ParquetOptions(config.output.compression if config.output.compression != "none" else "none",
                              config.output.compression_level, config.output.row_group_rows)
-    return JobPlan(config, files, tasks, num_shards, partitioning, parquet, tuple(enabled_stages(config)))
+    return JobPlan(config, files, tasks, num_shards, partitioning, parquet, tuple(enabled_stages(config)),
+                   tuple(listing.skipped))
 
 
 def _tag_stage_stats(stats: dict, name: str) -> dict:
@@ -190,12 +211,47 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return options
 
 
+class WorkerDiedError(RuntimeError):
+    """A local SDK worker process exited with an error; the runner would wait for it forever."""
+
+
+@contextlib.contextmanager
+def _fail_on_dead_workers():
+    """Turns a local SDK worker's death into an error of the run.
+
+    With ``--direct_running_mode=multi_processing`` the FnApiRunner starts each
+    SDK worker from a thread named ``run_worker`` that raises when its process
+    exits with an error (say, an import failure at start-up), and nothing
+    waits for that thread: the runner keeps waiting for the worker to connect.
+    The worker's own error is already on stderr; this stops the wait.
+    """
+    died: list[BaseException] = []
+    previous = threading.excepthook
+
+    def hook(args):
+        if args.thread is not None and args.thread.name == "run_worker":
+            died.append(args.exc_value)
+            _thread.interrupt_main()
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    except KeyboardInterrupt:
+        if died:
+            raise WorkerDiedError(f"an SDK worker process died ({died[0]}); its own error is printed above") from None
+        raise
+    finally:
+        threading.excepthook = previous
+
+
 def _run_pipeline(plan: JobPlan, options: PipelineOptions, staging: str):
-    """Builds and runs the pipeline; the result, or None for a dry run (translation only)."""
+    """Builds and runs the pipeline; its result (None for a dry run: translation only)."""
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, plan, staging)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with _fail_on_dead_workers():
+        result = pipeline.run()
+        result.wait_until_finish()
     if options.view_as(TestOptions).dry_run:
         return None
     if result.state != beam.runners.runner.PipelineState.DONE:
@@ -220,6 +276,8 @@ def _manifest(plan: JobPlan, records: list[dict], outputs: dict[str, list[dict]]
         config=to_dict(plan.config),
         code_version=code_version(),
         read_stats=[r for r in records if r.get("kind") == "read"],
+        input_files=[{"path": f.relpath, "format": f.format, "compression": f.compression} for f in plan.files],
+        skipped=[{"path": f.path, "reason": f.reason} for f in plan.skipped],
         outputs=outputs,
         rejected_by_reason=manifest_lib.sum_value_counts([s.get("count_by", {}) for s in outputs["rejected"]]),
         duplicates_by_kind=manifest_lib.sum_value_counts([s.get("count_by", {}) for s in outputs["duplicates"]]),
@@ -252,25 +310,31 @@ def run_job(config: JobConfig, beam_args: list[str] = (),
     started = time.perf_counter()
     created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     plan = plan_job(config)
-    out = plan.config.output.path.rstrip("/")
+    out = plan.config.output.path.rstrip("/") or plan.config.output.path
+    check_output_path(plan.config.output.path, plan.config.input.paths)
     options = pipeline_options(beam_args)
-    dry_run = options.view_as(TestOptions).dry_run
-    staging = snapshot.prepare_output(out, plan.config.output.overwrite or dry_run, published_names())
-    planned = time.perf_counter()
-    try:
-        result = _run_pipeline(plan, options, staging)
-        if result is None:
-            return None
-        ran = time.perf_counter()
-        records = snapshot.read_results(staging)
-        outputs = _outputs(plan, staging, records)
-        manifest = _manifest(plan, records, outputs, result, options, {
-            "plan_seconds": round(planned - started, 3),
-            "pipeline_seconds": round(ran - planned, 3),
-        }, created_at)
-        manifest["timings"]["wall_seconds"] = round(time.perf_counter() - started, 3)
-        report = render_report(manifest) if render_report is not None else None
-        snapshot.publish(out, staging, outputs, manifest, published_names(), report)
-        return manifest
-    finally:
-        snapshot.discard(staging)
+    if options.view_as(TestOptions).dry_run:
+        # Translation only: nothing is written, so nothing is locked or staged.
+        _run_pipeline(plan, options, f"{out}/{snapshot.STAGING_PREFIX}dry-run")
+        return None
+    with OutputLock(out) as lock:
+        if lock.taken_over:
+            log.warning("took over the lock of %s, which is no longer running", describe_holder(lock.taken_over))
+        snapshot.checkpoint("locked")
+        staging = snapshot.prepare_output(out, plan.config.output.overwrite, published_names())
+        planned = time.perf_counter()
+        try:
+            result = _run_pipeline(plan, options, staging)
+            snapshot.checkpoint("staged")
+            ran = time.perf_counter()
+            records = snapshot.read_results(staging)
+            manifest = _manifest(plan, records, _outputs(plan, staging, records), result, options, {
+                "plan_seconds": round(planned - started, 3),
+                "pipeline_seconds": round(ran - planned, 3),
+            }, created_at)
+            manifest["timings"]["wall_seconds"] = round(time.perf_counter() - started, 3)
+            report = render_report(manifest) if render_report is not None else None
+            snapshot.publish(out, staging, manifest, published_names(), report)
+            return manifest
+        finally:
+            snapshot.discard(staging)

@@ -10,10 +10,12 @@ PipelineOptions and pass through the CLI after ``--``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
@@ -78,7 +80,8 @@ class InputConfig:
         id_field: Field holding the document id; missing ids are derived from
             the source file and the record's position.
         url_field: Field holding the URL, if any.
-        timestamp_field: Field holding an ISO-8601 string or epoch seconds.
+        timestamp_field: Field holding an ISO-8601 string or an epoch number (seconds,
+            ms, us or ns, told apart by magnitude: see ``values.to_micros``).
         source_field: Field naming the record's source; defaults to the input
             file's path relative to the common input root.
         max_text_bytes: Texts longer than this (UTF-8 bytes) are rejected.
@@ -100,8 +103,19 @@ class InputConfig:
     batch_rows: int = _bounded(256, 1, 1_000_000)
     task_bytes: int = _bounded(64 * 2**20, 1, None)
 
+    def __post_init__(self):
+        seen: dict[str, str] = {}
+        for key in ("text_field", "id_field", "url_field", "timestamp_field", "source_field"):
+            name = getattr(self, key)
+            if not name.strip() or name in seen:
+                why = f"is also input.{seen[name]}" if name in seen else "is empty"
+                raise ConfigError(f"input.{key}", f"{name!r} {why}; allowed: a non-empty field name of its own")
+            seen[name] = key
+
 
 COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
+# A shard is a file in every output; 65536 of the default 256 MiB hold 16 TiB of text.
+MAX_NUM_SHARDS = 65536
 
 
 @dataclass(frozen=True)
@@ -120,7 +134,7 @@ class OutputConfig:
     """
 
     path: str = "out/sample"
-    num_shards: int = _bounded(0, 0, 100_000)
+    num_shards: int = _bounded(0, 0, MAX_NUM_SHARDS)
     target_shard_bytes: int = _bounded(256 * 2**20, 2**20, None)
     row_group_rows: int = _bounded(8192, 1, 10_000_000)
     compression: str = _choices(*COMPRESSIONS, default="zstd")
@@ -415,7 +429,7 @@ def _field_names(cls: type) -> list[str]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Applies ``key.sub=value`` strings (values parsed as YAML) onto a spec mapping."""
-    data = _deep_copy(data)
+    data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(item, "an override must look like section.key=value")
@@ -431,18 +445,45 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def _deep_copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deep_copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(v) for v in data]
-    return data
-
-
 def load_job(spec: Mapping[str, Any] | None, overrides: list[str] = ()) -> JobConfig:
-    """Builds and validates a JobConfig from a parsed YAML spec plus overrides."""
-    data = apply_overrides(dict(spec or {}), list(overrides))
-    return build(JobConfig, data)
+    """Builds and validates a JobConfig from a parsed YAML spec plus overrides, then its resources."""
+    config = build(JobConfig, apply_overrides(dict(spec or {}), list(overrides)))
+    check_resources(config)
+    return config
+
+
+def check_resources(config: JobConfig) -> None:
+    """Checks the enabled decompose stage's tokenizer here (not in the dataclasses: manifests rebuild those)."""
+    problem = config.decompose.enabled and tokenizer_problem(config.decompose.tokenizer)
+    if problem:
+        raise ConfigError("decompose.tokenizer", problem)
+
+
+def hf_tokenizer_location(target: str) -> tuple[str, str]:
+    """Where ``hf:TARGET`` loads from: ("file", path), ("hub", "org/name") or ("missing", path).
+
+    A file or a folder holding tokenizer.json is local; one slash, no leading ``.``/``/``/``~``
+    and no ``.json`` is a Hub name; anything else is a mistyped path."""
+    path = Path(target) / "tokenizer.json" if Path(target).is_dir() else Path(target)
+    if path.is_file():
+        return "file", str(path)
+    if target.count("/") == 1 and not target.startswith((".", "/", "~")) and not target.endswith(".json"):
+        return "hub", target
+    return "missing", str(path)
+
+
+def tokenizer_problem(spec: str) -> str | None:
+    """Why a well-formed tokenizer spec cannot load here, or None; Hub names cannot be checked offline."""
+    kind, _, target = spec.partition(":")
+    if kind == "tiktoken":
+        from tiktoken.registry import list_encoding_names  # cheap: lists names, loads no encoding
+
+        names = sorted(list_encoding_names())
+        return None if target in names else f"unknown tiktoken encoding {target!r}; allowed: {', '.join(names)}"
+    if hf_tokenizer_location(target)[0] == "missing":
+        return (f"no tokenizer file at {target!r}; allowed: hf:/path/to/tokenizer.json (an existing file or a "
+                "folder holding tokenizer.json) or hf:org/name (a Hub repository)")
+    return None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

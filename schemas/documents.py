@@ -71,6 +71,15 @@ class RejectReason:
     UNREADABLE_FILE = "unreadable_file"
     TRUNCATED_FILE = "truncated_file"
     CORRUPT_ROW_GROUP = "corrupt_row_group"
+    # A file whose own checksum fails (gzip CRC, zstd frame checksum): its
+    # records are not kept as if clean; the detail gives the byte offset.
+    CORRUPT_FILE = "corrupt_file"
+    # A compressed file with no bytes at all (a failed upload).
+    EMPTY_FILE = "empty_file"
+    # A path that matched the input pattern but is not a regular file (a FIFO,
+    # a socket, a device), or a folder that cannot be listed.
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
+    UNREADABLE_DIRECTORY = "unreadable_directory"
 
     ALL = (
         MALFORMED_JSON,
@@ -85,6 +94,10 @@ class RejectReason:
         INVALID_TIMESTAMP,
         INVALID_FIELD_TYPE,
         UNREADABLE_FILE,
+        CORRUPT_FILE,
+        EMPTY_FILE,
+        NOT_A_REGULAR_FILE,
+        UNREADABLE_DIRECTORY,
         TRUNCATED_FILE,
         CORRUPT_ROW_GROUP,
     )

@@ -20,6 +20,8 @@ SUCCESS_NAME = "_SUCCESS"
 
 # Keys whose values legitimately differ between two runs of the same job.
 VOLATILE_KEYS = ("created_at", "timings")
+# Skipped files listed by name; the count covers all of them (a folder with a .git has thousands).
+MAX_LISTED_SKIPPED = 1000
 
 
 class AccountingError(RuntimeError):
@@ -50,6 +52,8 @@ def build_manifest(
     config: dict[str, Any],
     code_version: dict[str, Any],
     read_stats: list[dict[str, Any]],
+    input_files: list[dict[str, Any]] = (),
+    skipped: list[dict[str, Any]] = (),
     outputs: dict[str, list[dict[str, Any]]],
     rejected_by_reason: dict[str, int],
     duplicates_by_kind: dict[str, int],
@@ -60,6 +64,10 @@ def build_manifest(
     created_at: str,
 ) -> dict[str, Any]:
     """Assembles the manifest and checks the accounting.
+
+    ``input_files`` (path, format, compression of each planned file) and
+    ``skipped`` (path, reason of each matched file not read) go into the
+    input section beside what the readers counted per file.
 
     ``stages`` adds one section per stage that ran (``dedup``, ``decompose``),
     in pipeline order, with the numbers that stage reported; ``stages`` in the
@@ -83,8 +91,13 @@ def build_manifest(
         "rejected_by_reason": dict(sorted(rejected_by_reason.items())),
         "balanced": input_records == kept + duplicates + rejected,
     }
+    warnings = []
+    if kept == 0:
+        warnings.append(f"no document was kept: all {input_records} input records were rejected or duplicates "
+                        f"(see rejected/ for the reasons)")
     manifest = {
         "corpusmill_manifest": MANIFEST_VERSION,
+        "warnings": warnings,
         "status": "complete" if counts["balanced"] else "failed",
         "job": job_name,
         "created_at": created_at,
@@ -97,6 +110,9 @@ def build_manifest(
             "records": input_records,
             "blank_lines_skipped": sum(f["blank_lines"] for f in files),
             "rows_lost_in_damage": sum(f["rows_lost_in_damage"] for f in files),
+            "file_list": file_list(files, input_files),
+            "skipped_files": len(skipped),
+            "skipped": list(skipped)[:MAX_LISTED_SKIPPED],
         },
         "counts": counts,
         "execution": execution,
@@ -112,6 +128,14 @@ def build_manifest(
             f"+ rejected {rejected}"
         )
     return manifest
+
+
+def file_list(read: list[dict[str, Any]], planned: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every input file: path, format, compression, bytes and records, sorted by path."""
+    kinds = {f["path"]: f for f in planned}
+    return [{"path": f["relpath"], "format": kinds.get(f["relpath"], {}).get("format"),
+             "compression": kinds.get(f["relpath"], {}).get("compression"), "bytes": f["size"],
+             "records": f["records"]} for f in sorted(read, key=lambda f: f["relpath"])]
 
 
 def sum_value_counts(per_shard: list[dict[str, int]]) -> dict[str, int]:

@@ -37,6 +37,8 @@ from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from corpusmill.schemas.config import hf_tokenizer_location
+
 TIKTOKEN_DIR_ENV = "CORPUSMILL_TIKTOKEN_DIR"
 
 _ENDOFTEXT = "<|endoftext|>"
@@ -393,15 +395,11 @@ def _load_tiktoken_encoding(encoding_name: str):
 def _load_hf_tokenizer(target: str):
     from tokenizers import Tokenizer as RustTokenizer
 
-    path = Path(target)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if path.is_file():
-        return RustTokenizer.from_file(str(path))
-    # A name with one slash and no file suffix is a Hub repository; anything
-    # else that does not exist is a mistyped local path.
-    looks_like_repo = target.count("/") == 1 and not target.startswith((".", "/", "~"))
-    if not looks_like_repo or target.endswith(".json"):
+    # The same rule the config check applies (schemas.config.tokenizer_problem).
+    where, path = hf_tokenizer_location(target)
+    if where == "file":
+        return RustTokenizer.from_file(path)
+    if where == "missing":
         raise FileNotFoundError(f"tokenizer file {target!r} does not exist")
     try:
         return RustTokenizer.from_pretrained(target)

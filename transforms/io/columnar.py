@@ -15,14 +15,17 @@ import pyarrow.compute as pc
 from corpusmill.schemas.documents import DOCUMENT_BATCH_SCHEMA, TIMESTAMP_TYPE
 from corpusmill.transforms.io.values import (
     BLANK_TEXT_PATTERN,
+    EPOCH_BANDS,
     INT64_MAX,
     INT64_MIN,
     MAX_MICROS,
     MICROS_PER_UNIT,
     MIN_MICROS,
     MISSING,
+    ArrowTimestamp,
     FieldMap,
     UnconvertibleRows,
+    id_problem,
     is_text_type,
     meta_json,
     to_micros,
@@ -67,6 +70,48 @@ def drop_invalid_utf8(table: pa.Table, indices: np.ndarray
     found.sort()
     keep = ~bad
     return table.filter(pa.array(keep)), indices[keep], found
+
+
+def known_ids(table: pa.Table, positions: list[int], id_field: str, file: str,
+              first_index: int) -> list[str | None]:
+    """The id each given row would have had as a document, None where its id is invalid or unreadable.
+
+    For rows rejected before the per-record path sees them (invalid UTF-8 in
+    another column), so that their rejections carry the id all the same.
+    """
+    found = table.schema.get_all_field_indices(id_field)
+    if len(found) > 1:
+        return [None] * len(positions)
+    values: list = [None] * len(positions)
+    if found:
+        column = table.column(found[0]).take(pa.array(positions, pa.int64()))
+        if is_text_type(column.type):
+            binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+            values = [_decoded(value) for value in column.cast(binary).to_pylist()]
+        else:
+            try:
+                values = column.to_pylist()
+            except Exception:  # as in to_pylist: a value Python cannot hold
+                values = [_UNREADABLE] * len(positions)
+    ids: list[str | None] = []
+    for position, value in zip(positions, values):
+        if value is None:
+            ids.append(f"{file}#{first_index + position}")
+        elif value is _UNREADABLE or id_problem(value, id_field):
+            ids.append(None)
+        else:
+            ids.append(value if isinstance(value, str) else str(value))
+    return ids
+
+
+_UNREADABLE = object()
+
+
+def _decoded(value: bytes | None) -> object:
+    try:
+        return None if value is None else value.decode("utf-8")
+    except UnicodeDecodeError:
+        return _UNREADABLE
 
 
 def _true_where(condition: pa.Array | pa.ChunkedArray, null_as: bool) -> np.ndarray:
@@ -123,7 +168,8 @@ def columnar_documents(table: pa.Table, file: str, indices: np.ndarray, fields: 
     ids = column(fields.id)
     if ids is not None and is_text_type(ids.type):
         ids = _as_string(ids)
-        passed &= ~_true_where(pc.equal(ids, ""), False)
+        # Empty or whitespace-only ids are invalid (str.strip's whitespace, as per row).
+        passed &= ~_true_where(pc.match_substring_regex(ids, BLANK_TEXT_PATTERN), False)
     elif ids is not None and pa.types.is_integer(ids.type):
         ids = ids.cast(pa.string())
     elif ids is not None:
@@ -173,23 +219,63 @@ def _string_field(values: pa.Array | None, n: int, fill: str | None) -> tuple[pa
 def _columnar_timestamps(values: pa.Array | None, n: int) -> tuple[pa.Array, np.ndarray]:
     """Timestamps as microseconds since the epoch (UTC), and a mask of the rows that converted.
 
-    Timestamp columns in s/ms/us convert exactly in Arrow: storage is UTC, and
-    a zone-less value is read as UTC, as ``to_micros`` does. Anything else
-    (ISO strings, epoch numbers, dates, ns) goes through ``to_micros`` value by
-    value, so the two paths cannot disagree; timestamps are short, so this is cheap.
+    The rules are :func:`values.to_micros`'s. Timestamp columns keep their
+    declared unit (s/ms/us exactly, ns floored to the microsecond; storage is
+    UTC and a zone-less value is UTC); integer columns are epochs whose unit is
+    read off each value's magnitude. Both are converted in numpy, and a value
+    outside years 1..9999 fails its row, which the per-record path then
+    rejects. Anything else (ISO strings, floats, dates) goes through
+    ``to_micros`` value by value, so the two paths cannot disagree.
     """
     if values is None:
         return pa.nulls(n, TIMESTAMP_TYPE), np.ones(n, dtype=bool)
-    unit = getattr(values.type, "unit", None) if pa.types.is_timestamp(values.type) else None
-    if unit in MICROS_PER_UNIT:
-        storage = values.cast(pa.int64())
-        factor = MICROS_PER_UNIT[unit]
-        bounds = pc.min_max(storage).as_py()
-        if bounds["min"] is None or (bounds["min"] * factor >= MIN_MICROS and bounds["max"] * factor <= MAX_MICROS):
-            micros = pc.multiply(storage, factor) if factor != 1 else storage
-            return micros.cast(TIMESTAMP_TYPE), np.ones(n, dtype=bool)
-        # Out of datetime's range: let the per-row path meet (and report) them.
-        return pa.nulls(n, TIMESTAMP_TYPE), _true_where(values.is_null(), False)
+    if pa.types.is_timestamp(values.type):
+        storage, valid = _int64_values(values.cast(pa.int64()))
+        micros = _unit_micros(storage, values.type.unit)
+    elif pa.types.is_integer(values.type):
+        try:
+            storage, valid = _int64_values(values.cast(pa.int64()))
+        except pa.ArrowInvalid:  # uint64 beyond int64: Python ints have no such limit
+            return _python_timestamps(values, n)
+        micros = _epoch_micros(storage)
+    else:
+        return _python_timestamps(values, n)
+    in_range = (micros >= MIN_MICROS) & (micros <= MAX_MICROS)
+    keep = valid & in_range
+    array = pa.array(np.where(keep, micros, 0), pa.int64(), mask=~keep)
+    return array.cast(TIMESTAMP_TYPE), in_range | ~valid
+
+
+def _int64_values(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """An int64 column as numpy values (nulls as 0) and a mask of its non-null rows."""
+    valid = _true_where(values.is_valid(), False)
+    return pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), valid
+
+
+def _unit_micros(storage: np.ndarray, unit: str) -> np.ndarray:
+    """Microseconds from numbers of ``unit``; a value whose product would overflow becomes out of range."""
+    if unit == "ns":
+        return storage // 1000
+    factor = MICROS_PER_UNIT[unit]
+    fits = (storage >= -(-MIN_MICROS // factor)) & (storage <= MAX_MICROS // factor)
+    micros = np.where(fits, storage, 0) * factor
+    micros[~fits] = np.where(storage[~fits] < 0, INT64_MIN, INT64_MAX)
+    return micros
+
+
+def _epoch_micros(storage: np.ndarray) -> np.ndarray:
+    """Microseconds from integer epochs, each value's unit read off its magnitude (``EPOCH_BANDS``)."""
+    micros = storage // 1000  # nanoseconds, unless a narrower band claims the value
+    unassigned = np.ones(len(storage), dtype=bool)
+    for bound, unit in EPOCH_BANDS:
+        band = unassigned & (storage > -bound) & (storage < bound)
+        micros[band] = storage[band] * MICROS_PER_UNIT[unit]
+        unassigned &= ~band
+    return micros
+
+
+def _python_timestamps(values: pa.Array, n: int) -> tuple[pa.Array, np.ndarray]:
+    """Timestamps converted value by value with ``to_micros``."""
     try:
         python_values = values.to_pylist()
     except Exception as error:  # as in to_pylist: the per-row path would fail on these rows too
@@ -208,8 +294,28 @@ def _columnar_timestamps(values: pa.Array | None, n: int) -> tuple[pa.Array, np.
         except (TypeError, ValueError, OverflowError):
             result = None
             passed[row] = False
-        if result is not None and not INT64_MIN <= result <= INT64_MAX:
-            result = None
-            passed[row] = False
         micros.append(result)
     return pa.array(micros, pa.int64()).cast(TIMESTAMP_TYPE), passed
+
+
+def record_rows(table: pa.Table, timestamp_field: str) -> list[dict]:
+    """Rows as the per-record path takes them: Python dicts, one per row.
+
+    A timestamp-typed column under ``timestamp_field`` becomes
+    :class:`values.ArrowTimestamp` values (storage integer and declared unit)
+    rather than datetimes, which cannot hold nanoseconds or years past 9999;
+    ``to_micros`` then converts or rejects each one, as the columnar path does.
+
+    Raises:
+        UnconvertibleRows: Another value cannot become a Python value.
+    """
+    position = table.schema.get_field_index(timestamp_field)
+    if position < 0 or not pa.types.is_timestamp(table.schema.field(position).type):
+        return to_pylist(table)
+    column = table.column(position)
+    unit = column.type.unit
+    stored = column.cast(pa.int64()).to_pylist()
+    rows = to_pylist(table.set_column(position, timestamp_field, pa.nulls(table.num_rows)))
+    for row, value in zip(rows, stored):
+        row[timestamp_field] = None if value is None else ArrowTimestamp(value, unit)
+    return rows

@@ -1,14 +1,20 @@
 """Beam-free readers: raw input bytes in, Arrow document and rejected batches out.
 
 Every input record comes out exactly once, either as a row of a document
-batch or as a rejected row with a reason. A damaged file keeps the records
-read before the damage; the damage itself is one rejected record, so that
-input = kept + rejected holds per file.
+batch or as a rejected row with a reason. A truncated or broken file keeps the
+records read before the damage; the damage itself is one rejected record, so
+that input = kept + rejected holds per file. Records decoded from a compressed
+unit whose checksum fails are rejected one by one (``corrupt_file``), never
+kept as if clean. A path listed as unreadable (a FIFO, an unreadable folder)
+is one rejected record and is never opened. A leading UTF-8 byte-order mark is
+not part of the first record or of a text document.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -16,17 +22,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusmill.schemas.documents import RejectReason
-from corpusmill.transforms.io.inputs import InputFile
-from corpusmill.transforms.io.streams import DAMAGE_ERRORS, READ_CHUNK, HashingReader, decompressed
+from corpusmill.transforms.io.compression import decoded_blocks
+from corpusmill.transforms.io.inputs import REJECTED_FORMAT, InputFile, strip_compression_suffix
+from corpusmill.transforms.io.listing import special_kind
+from corpusmill.transforms.io.streams import DAMAGE_ERRORS, UTF8_BOM, DamagedInput, HashingReader
 from corpusmill.transforms.io.validate import BatchBuilder, FieldMap, UnconvertibleRows
 
 __all__ = ["BatchBuilder", "FieldMap", "FileStats", "read_file"]
 
 
 def damage_reason(error: Exception) -> str:
-    """A stream that stops early is truncated; one that cannot be decoded is unreadable."""
-    truncated = isinstance(error, EOFError) or getattr(error, "truncated", False)
-    return RejectReason.TRUNCATED_FILE if truncated else RejectReason.UNREADABLE_FILE
+    """The reason of a damaged rest of a file: the decoder's own, else truncated or unreadable."""
+    if isinstance(error, DamagedInput):
+        return error.reason
+    return RejectReason.TRUNCATED_FILE if isinstance(error, EOFError) else RejectReason.UNREADABLE_FILE
 
 
 @dataclass
@@ -45,6 +54,82 @@ JSON_BLOCK_BYTES = 1 << 20
 # Parquet files up to this size are read into memory once; larger ones are read
 # row group by row group through the filesystem, then again for their digest.
 PARQUET_IN_MEMORY_BYTES = 256 << 20
+
+
+class _JsonlLines:
+    """Splits decoded blocks into lines and files them, clean lines in blocks, damaged ones one by one.
+
+    A line is damaged when any of its bytes came from a damaged block (a gzip
+    member whose CRC failed, say); it is rejected as ``corrupt_file`` with
+    the block's damage as detail, and counted like any record.
+    """
+
+    def __init__(self, file: InputFile, builder: BatchBuilder, stats: FileStats):
+        self._file, self._builder, self._stats = file, builder, stats
+        self.index = 0  # record index of the next line
+        self._tail = b""  # an incomplete line
+        self._tail_damage: str | None = None
+        self._pending: list[bytes] = []  # clean complete lines not yet filed
+        self._pending_bytes = 0
+        self._at_start = True  # a leading byte-order mark is still to be stripped
+
+    def add(self, block: bytes, damage: str | None) -> Iterator[tuple[str, pa.RecordBatch]]:
+        data = self._tail + block if self._tail else block
+        if self._at_start:
+            if len(data) < len(UTF8_BOM) and UTF8_BOM.startswith(data):
+                self._tail, self._tail_damage = data, self._tail_damage or damage
+                return
+            data, self._at_start = data.removeprefix(UTF8_BOM), False
+        # readlines splits on b"\n" only and keeps it, as line iteration did.
+        lines = io.BytesIO(data).readlines()
+        first_damage = self._tail_damage or damage
+        tail = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        self._tail_damage = (first_damage if not lines else damage) if tail else None
+        self._tail = tail
+        if first_damage is None and damage is None:
+            self._pending.extend(lines)
+            self._pending_bytes += len(block)
+        else:
+            for position, line in enumerate(lines):
+                line_damage = first_damage if position == 0 else damage
+                if line_damage is None:
+                    self._pending.append(line)
+                    self._pending_bytes += len(line)
+                else:
+                    self.flush()
+                    self._corrupt_line(line, line_damage)
+        # Lines are filed about JSON_BLOCK_BYTES at a time: each columnar parse has a fixed cost.
+        if self._pending_bytes >= JSON_BLOCK_BYTES:
+            self.flush()
+        # Full batches leave as they fill, rejections of a damaged unit included.
+        yield from self._builder.take()
+
+    def flush(self) -> None:
+        """Files the clean complete lines held so far."""
+        if self._pending:
+            self.index = _file_lines(self._pending, self.index, self._file, self._builder, self._stats)
+        self._pending, self._pending_bytes = [], 0
+
+    def finish(self) -> None:
+        """Files everything left, the last line without a newline included."""
+        self.flush()
+        tail, self._tail = self._tail, b""
+        if self._at_start:
+            tail = tail.removeprefix(UTF8_BOM)
+        if tail and self._tail_damage is not None:
+            self._corrupt_line(tail, self._tail_damage)
+        elif tail:
+            _file_line(tail, self.index, self._file, self._builder, self._stats)
+            self.index += 1
+
+    def _corrupt_line(self, line: bytes, damage: str) -> None:
+        if line.strip():
+            self._builder.reject(RejectReason.CORRUPT_FILE, self._file.relpath, f"line {self.index + 1}",
+                                 self.index, damage, line)
+            self._stats.records += 1
+        else:
+            self._stats.blank_lines += 1
+        self.index += 1
 
 
 def _file_line(line: bytes, index: int, file: InputFile, builder: BatchBuilder, stats: FileStats) -> None:
@@ -70,60 +155,59 @@ def _file_lines(lines: list[bytes], index: int, file: InputFile, builder: BatchB
     return index
 
 
+def _damage_detail(error: Exception, raw: HashingReader, file: InputFile) -> str:
+    if isinstance(error, DamagedInput):
+        return f"{error} (file of {file.size} bytes)"
+    return f"{type(error).__name__}: {error} (compressed byte {raw.bytes_read} of {file.size})"
+
+
 def read_jsonl(file: InputFile, raw: HashingReader, builder: BatchBuilder,
                stats: FileStats) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """Reads JSON Lines (plain, gzip or zstd); a damaged tail becomes one rejected record."""
-    index = 0
-    stream = decompressed(raw, file.compression)
-    tail = b""
-    pending: list[bytes] = []
-    pending_bytes = 0
+    """Reads JSON Lines (plain or compressed); a damaged tail becomes one rejected record.
+
+    Lines of a compressed unit whose checksum fails are rejected one by one
+    as ``corrupt_file`` (see ``compression.decoded_blocks``).
+    """
+    lines = _JsonlLines(file, builder, stats)
     try:
-        while True:
-            # read1 does at most one read of the underlying stream, so when the
-            # stream breaks, every line decompressed before the break is in
-            # hand; splitting a block in C beats readline per line.
-            block = stream.read1(READ_CHUNK)
-            if not block:
-                break
-            # readlines splits on b"\n" only and keeps it, as line iteration did.
-            lines = io.BytesIO(tail + block if tail else block).readlines()
-            tail = lines.pop() if not lines[-1].endswith(b"\n") else b""
-            # Lines are filed about JSON_BLOCK_BYTES at a time: a decompressor's
-            # read1 returns a few dozen KB, and each columnar parse has a fixed cost.
-            pending.extend(lines)
-            pending_bytes += len(block)
-            if pending_bytes >= JSON_BLOCK_BYTES:
-                index = _file_lines(pending, index, file, builder, stats)
-                pending, pending_bytes = [], 0
-                yield from builder.take()
-        index = _file_lines(pending, index, file, builder, stats)
-        pending = []
-        if tail:
-            _file_line(tail, index, file, builder, stats)
-            index += 1
+        for block, damage in decoded_blocks(raw, file.compression):
+            yield from lines.add(block, damage)
+        lines.finish()
     except DAMAGE_ERRORS as error:
-        index = _file_lines(pending, index, file, builder, stats)
-        reason = damage_reason(error)
-        builder.reject(reason, file.relpath, f"after line {index}", None,
-                       f"{type(error).__name__}: {error} (compressed byte {raw.bytes_read} of {file.size}); "
-                       f"the {stats.records} records before it were read", b"")
+        lines.flush()
+        records = stats.records
+        builder.reject(damage_reason(error), file.relpath, f"after line {lines.index}", None,
+                       f"{_damage_detail(error, raw, file)}; the {records} records before it were read", b"")
         stats.records += 1
     yield from builder.take()
 
 
+def _decoded(raw: HashingReader, compression: str) -> tuple[bytes, str | None]:
+    """A whole file decoded, and the first damage in it (None: clean)."""
+    data, damage = [], None
+    for block, block_damage in decoded_blocks(raw, compression):
+        data.append(block)
+        damage = damage or block_damage
+    return b"".join(data), damage
+
+
 def read_text(file: InputFile, raw: HashingReader, builder: BatchBuilder,
               stats: FileStats) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """Reads one text document (.txt/.md/.rst, optionally gzipped); its id is its relative path."""
-    doc_id = file.relpath[: -len(".gz")] if file.compression == "gzip" else file.relpath
+    """Reads one text document (.txt/.md/.rst, plain or compressed); its id is its relative path
+    without the compression suffix. A leading byte-order mark is not part of the text."""
+    doc_id = strip_compression_suffix(file.relpath)
     stats.records += 1
     try:
-        data = decompressed(raw, file.compression).read()
+        data, damage = _decoded(raw, file.compression)
     except DAMAGE_ERRORS as error:
-        reason = damage_reason(error)
-        builder.reject(reason, file.relpath, "file", 0, f"{type(error).__name__}: {error}", b"", doc_id)
+        builder.reject(damage_reason(error), file.relpath, "file", 0, _damage_detail(error, raw, file), b"", doc_id)
         yield from builder.take()
         return
+    if damage is not None:
+        builder.reject(RejectReason.CORRUPT_FILE, file.relpath, "file", 0, damage, data, doc_id)
+        yield from builder.take()
+        return
+    data = data.removeprefix(UTF8_BOM)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -177,6 +261,22 @@ def read_parquet(file: InputFile, raw: BinaryIO, builder: BatchBuilder,
 READERS = {"jsonl": read_jsonl, "text": read_text}
 
 
+def _unopenable(file: InputFile) -> tuple[str, str] | None:
+    """(reason, detail) for a path that must not be opened: listed as such, or a local
+    path that is no longer a regular file (opening a FIFO would wait forever)."""
+    if file.format == REJECTED_FORMAT:
+        return file.reject_reason, file.reject_detail
+    if "://" in file.path:
+        return None
+    try:
+        mode = os.stat(file.path).st_mode
+    except OSError:
+        return None  # opening it says what is wrong
+    if stat.S_ISREG(mode):
+        return None
+    return RejectReason.NOT_A_REGULAR_FILE, f"{special_kind(mode)}, not a regular file: not opened"
+
+
 def read_file(file: InputFile, open_file: Callable[[str], BinaryIO], builder: BatchBuilder
               ) -> Iterator[tuple[str, Any]]:
     """Reads one input file of any supported format.
@@ -193,11 +293,16 @@ def read_file(file: InputFile, open_file: Callable[[str], BinaryIO], builder: Ba
         share batches; call ``builder.take(final=True)`` after the last file.
     """
     stats = FileStats(file.relpath, file.size)
-    try:
-        handle = open_file(file.path)
-    except Exception as error:
-        builder.reject(RejectReason.UNREADABLE_FILE, file.relpath, "file", None,
-                       f"cannot open: {type(error).__name__}: {error}", b"")
+    problem = _unopenable(file)
+    handle = None
+    if problem is None:
+        try:
+            handle = open_file(file.path)
+        except Exception as error:
+            problem = RejectReason.UNREADABLE_FILE, f"cannot open: {type(error).__name__}: {error}"
+    if handle is None:
+        builder.reject(problem[0], file.relpath, "folder" if problem[0] == RejectReason.UNREADABLE_DIRECTORY
+                       else "file", None, problem[1], b"")
         stats.records += 1
         yield from builder.take()
         yield "stats", stats

@@ -2,24 +2,36 @@
 
 Inputs are expanded when the pipeline is built, not inside it: a pattern that
 matches nothing fails before any worker starts, the manifest can list the
-files, and read tasks can group many small text files into one Beam element.
-Listing a filesystem is injected (``match``): the job passes
+files read and the files skipped, and read tasks can group many small text
+files into one Beam element. Local paths are listed here (``listing``); other
+filesystems through an injected ``match``: the job passes
 ``corpusmill.transforms.io.beam.files.match``, which reads any Beam filesystem.
+
+Each file's ``relpath`` (which names it in rejected rows and derived ids) is
+relative to the root of the pattern that found it: the folder given, the
+folder before a glob's first wildcard, or a plain file's own folder. So adding
+a sibling folder next to the corpus changes no id. See ``list_inputs`` for
+several patterns.
 """
 
 from __future__ import annotations
 
-import os
 import posixpath
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+from corpusmill.schemas.documents import RejectReason
+from corpusmill.transforms.io.listing import Entry, local_entries, matches, split_pattern
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonlines")
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
-COMPRESSION_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bzip2", ".xz": "xz"}
+# The format of an InputFile that stands for a path that cannot be read at all
+# (a FIFO, an unreadable folder): its reader emits one rejected record.
+REJECTED_FORMAT = "rejected"
 
 # Rough uncompressed/compressed ratios, only used to choose a shard count.
-_EXPANSION = {"none": 1.0, "gzip": 4.0, "zstd": 5.0, "parquet": 3.0}
+_EXPANSION = {"none": 1.0, "gzip": 4.0, "zstd": 5.0, "bzip2": 5.0, "xz": 6.0, "parquet": 3.0}
 
 
 class InputError(ValueError):
@@ -31,12 +43,18 @@ class InputFile:
     """One input file.
 
     Attributes:
-        path: Full path or URI, as Beam's FileSystems takes it.
-        relpath: Path relative to the common root of all inputs; it names the
+        path: Full path or URI, as Beam's FileSystems takes it (a local name
+            that is not UTF-8 holds surrogate escapes, so it opens the real file).
+        relpath: Path relative to the root of the pattern that found it, always
+            valid UTF-8 (undecodable bytes shown as ``\\xe9``); it names the
             source in rejected rows and derived ids, so it survives moving the corpus.
         size: Size in bytes.
-        format: ``jsonl``, ``parquet`` or ``text``.
-        compression: ``none``, ``gzip`` or ``zstd``.
+        format: ``jsonl``, ``parquet``, ``text``, or ``rejected`` for a path
+            that is read as one rejected record (see ``reject_reason``).
+        compression: ``none``, ``gzip``, ``zstd``, ``bzip2`` or ``xz``.
+        reject_reason: For ``rejected``: ``not_a_regular_file``,
+            ``unreadable_directory`` or ``unreadable_file``.
+        reject_detail: For ``rejected``: what is wrong, in words.
     """
 
     path: str
@@ -44,6 +62,8 @@ class InputFile:
     size: int
     format: str
     compression: str
+    reject_reason: str = ""
+    reject_detail: str = ""
 
     @property
     def estimated_text_bytes(self) -> int:
@@ -51,93 +71,217 @@ class InputFile:
         return int(self.size * _EXPANSION[key])
 
 
-def detect_format(path: str, forced: str = "auto") -> tuple[str, str] | None:
-    """Returns (format, compression) for a path, or None if it is not an input file."""
-    name = posixpath.basename(path).lower()
-    compression = "none"
+class SkippedFile(NamedTuple):
+    """A matched file that is not read: its path (valid UTF-8) and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class InputListing:
+    """What a list of input patterns names.
+
+    Attributes:
+        files: Files to read, sorted by path, without repeats; includes the
+            ``rejected`` entries, each of which reads as one rejected record.
+        skipped: Matched paths that are not read, with the reason, sorted by path.
+    """
+
+    files: list[InputFile]
+    skipped: list[SkippedFile]
+
+
+def display_path(path: str) -> str:
+    """A path as valid UTF-8: bytes that are not UTF-8 (held as surrogate escapes) shown as ``\\xe9``."""
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = path.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _split_compression(name: str) -> tuple[str, str]:
     for suffix, kind in COMPRESSION_SUFFIXES.items():
         if name.endswith(suffix):
-            compression, name = kind, name[: -len(suffix)]
-            break
+            return kind, name[: -len(suffix)]
+    return "none", name
+
+
+def strip_compression_suffix(path: str) -> str:
+    """``a/b.md.gz`` -> ``a/b.md``: a text document's id is its path without the compression suffix."""
+    lower = path.lower()
+    for suffix in COMPRESSION_SUFFIXES:
+        if lower.endswith(suffix):
+            return path[: -len(suffix)]
+    return path
+
+
+def detect_format(path: str, forced: str = "auto") -> tuple[str, str] | None:
+    """Returns (format, compression) for a path, or None if it is not an input file."""
+    compression, name = _split_compression(posixpath.basename(path).lower())
     if forced != "auto":
         return forced, ("none" if forced == "parquet" else compression)
     if name.endswith(".parquet") and compression == "none":
         return "parquet", "none"
     if name.endswith(JSONL_SUFFIXES):
         return "jsonl", compression
-    if name.endswith(TEXT_SUFFIXES) and compression in ("none", "gzip"):
+    if name.endswith(TEXT_SUFFIXES):
         return "text", compression
     return None
 
 
-def _split_scheme(path: str) -> tuple[str, str]:
-    if "://" in path:
-        scheme, rest = path.split("://", 1)
-        return scheme + "://", rest
-    return "", path
-
-
-def _common_root(paths: list[str]) -> str:
-    schemes = {_split_scheme(p)[0] for p in paths}
-    if len(schemes) > 1:
-        return ""
-    scheme = schemes.pop()
-    dirs = [posixpath.dirname(_split_scheme(p)[1]) for p in paths]
-    return scheme + posixpath.commonpath(dirs) if dirs else ""
-
-
-def _relpath(path: str, root: str) -> str:
-    if root and path.startswith(root):
-        return path[len(root) :].lstrip("/")
-    return path
+def unsupported_reason(path: str) -> str:
+    """Why ``detect_format`` does not read a path, in words."""
+    compression, name = _split_compression(posixpath.basename(path).lower())
+    if name.endswith(".parquet"):
+        return (f"compressed Parquet ({compression}) is not read: Parquet compresses its own pages; "
+                f"decompress the file or rewrite it with Parquet compression")
+    extension = posixpath.splitext(name)[1]
+    what = f"extension {extension!r}" if extension else "no extension"
+    return (f"unsupported file type ({what}); read are JSONL (.jsonl/.ndjson/.json/.jsonlines), "
+            f".parquet and text (.txt/.md/.rst), plain or .gz/.zst/.bz2/.xz")
 
 
 # A glob in, (path, size in bytes) of every matching file out.
 Match = Callable[[str], list[tuple[str, int]]]
 
 
-def expand_inputs(patterns: tuple[str, ...] | list[str], forced_format: str, match: Match) -> list[InputFile]:
-    """Expands files, folders and globs into a sorted list of input files.
+def _remote_entries(pattern: str, match: Match) -> tuple[str, list[Entry]]:
+    """(root, entries) of a pattern on a filesystem other than the local one."""
+    root, components = split_pattern(pattern)
+    if components:
+        root = root.rstrip("/")
+        listed = [(p, s) for p, s in match(root + "/**") if matches(_below(p, root), components)]
+    elif pattern.endswith("/"):
+        root = pattern.rstrip("/")
+        listed = match(root + "/**")
+    else:
+        root = posixpath.dirname(pattern)
+        listed = match(pattern)
+        if not listed:  # a prefix named without its trailing slash
+            root = pattern
+            listed = match(pattern + "/**")
+    return root, [Entry(path, _below(path, root), "file", size) for path, size in listed]
+
+
+def _below(path: str, root: str) -> str:
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
+def _classify(entry: Entry, forced_format: str) -> InputFile | SkippedFile:
+    """A listed path as a file to read, a path read as one rejected record, or a skipped path."""
+    relpath = display_path(entry.rel)
+    if entry.kind == "unreadable_directory":
+        return InputFile(entry.path, relpath, 0, REJECTED_FORMAT, "none", RejectReason.UNREADABLE_DIRECTORY,
+                         entry.detail)
+    kind = detect_format(entry.path, forced_format)
+    if entry.kind == "file":
+        if kind is None:
+            return SkippedFile(display_path(entry.path), unsupported_reason(entry.path))
+        return InputFile(entry.path, relpath, entry.size, *kind)
+    if entry.kind == "revisited_directory" or kind is None:
+        return SkippedFile(display_path(entry.path), entry.detail)
+    if entry.kind == "special":
+        return InputFile(entry.path, relpath, 0, REJECTED_FORMAT, "none", RejectReason.NOT_A_REGULAR_FILE,
+                         f"{entry.detail}, not a regular file: not opened")
+    return InputFile(entry.path, relpath, 0, REJECTED_FORMAT, "none", RejectReason.UNREADABLE_FILE, entry.detail)
+
+
+def list_inputs(patterns: tuple[str, ...] | list[str], forced_format: str, match: Match) -> InputListing:
+    """Expands files, folders and globs into the files to read and the files skipped.
+
+    Local paths are listed here: a folder means every path below it, ``**``
+    matches zero or more folders, symbolic links are followed (a folder is
+    listed once; a loop is skipped). Other schemes (``gs://``) are listed with
+    ``match``, with the same glob rules applied to what it lists.
+
+    A path matched by several patterns is read once, named from the first
+    pattern that matched it. Two different files with the same relative path
+    (``a/x.jsonl`` and ``b/x.jsonl`` given as ``a`` and ``b``) are both named
+    relative to the deepest folder that holds them both (``a/x.jsonl``,
+    ``b/x.jsonl``); should names still clash, the second and later in path
+    order get a ``~2/``, ``~3/``... prefix.
 
     Args:
-        patterns: Paths or globs; a folder means every supported file below it.
+        patterns: Paths or globs.
         forced_format: ``auto`` to pick readers by extension, else one format for all.
-        match: Lists the files a glob matches, with their sizes.
-
-    Returns:
-        Input files sorted by path, without repeats.
+        match: Lists the files a glob matches on a non-local filesystem, with their sizes.
 
     Raises:
         InputError: if a pattern matches no readable input file.
     """
-    found: dict[str, tuple[int, str, str]] = {}
+    found: dict[str, InputFile] = {}
+    skipped: dict[str, str] = {}
     for pattern in patterns:
-        globbed = pattern
-        if not any(c in pattern for c in "*?[") and _is_directory(pattern):
-            globbed = pattern.rstrip("/") + "/**"
-        kept = 0
-        for path, size in match(globbed):
-            kind = detect_format(path, forced_format)
-            if kind is None:
+        try:
+            _, entries = _remote_entries(pattern, match) if "://" in pattern else local_entries(pattern)
+        except OSError as error:
+            raise InputError(f"input {pattern!r} cannot be listed: {type(error).__name__}: {error}") from error
+        read = 0
+        for entry in entries:
+            item = _classify(entry, forced_format)
+            if isinstance(item, SkippedFile):
+                skipped.setdefault(item.path, item.reason)
                 continue
-            found[path] = (size, *kind)
-            kept += 1
-        if not kept:
-            raise InputError(
-                f"input pattern {pattern!r} matched no readable file "
-                f"(JSONL .jsonl/.ndjson[.gz|.zst], .parquet, or text .txt/.md/.rst[.gz])"
-            )
-    paths = sorted(found)
-    root = _common_root(paths)
-    return [InputFile(p, _relpath(p, root), *found[p]) for p in paths]
+            read += 1
+            found.setdefault(item.path, item)
+        if not read:
+            raise InputError(_no_match_message(pattern, [e for e in entries if e.kind == "file"]))
+    files = _unique_relpaths(sorted(found.values()))
+    return InputListing(files, [SkippedFile(p, skipped[p]) for p in sorted(skipped)])
 
 
-def _is_directory(path: str) -> bool:
-    scheme, _ = _split_scheme(path)
-    if not scheme:
-        return os.path.isdir(path)
-    # Object stores have no directories; a trailing slash says the user meant a prefix.
-    return path.endswith("/")
+def _no_match_message(pattern: str, files: list[Entry]) -> str:
+    message = (f"input pattern {pattern!r} matched no readable file (JSONL .jsonl/.ndjson/.json/.jsonlines, "
+               f".parquet, or text .txt/.md/.rst; plain or .gz/.zst/.bz2/.xz)")
+    if files:
+        names = ", ".join(display_path(e.rel) for e in files[:3])
+        message += f"; it matched {len(files)} other file(s): {names}{', ...' if len(files) > 3 else ''}"
+    return message
+
+
+def expand_inputs(patterns: tuple[str, ...] | list[str], forced_format: str, match: Match) -> list[InputFile]:
+    """The files to read of ``list_inputs`` (without the skipped ones)."""
+    return list_inputs(patterns, forced_format, match).files
+
+
+def _unique_relpaths(files: list[InputFile]) -> list[InputFile]:
+    """Renames files whose relative paths clash (see ``list_inputs``); files stay sorted by path."""
+    by_relpath: dict[str, list[InputFile]] = {}
+    for f in files:
+        by_relpath.setdefault(f.relpath, []).append(f)
+    renamed: dict[str, str] = {}
+    for group in by_relpath.values():
+        if len(group) > 1:
+            renamed.update(_relative_to_common_folder([f.path for f in group]))
+    seen: dict[str, int] = {}
+    result = []
+    for f in files:
+        relpath = renamed.get(f.path, f.relpath)
+        seen[relpath] = seen.get(relpath, 0) + 1
+        if seen[relpath] > 1:
+            relpath = f"~{seen[relpath]}/{relpath}"
+        result.append(f if relpath == f.relpath else _with_relpath(f, relpath))
+    return result
+
+
+def _relative_to_common_folder(paths: list[str]) -> dict[str, str]:
+    shown = [display_path(p) for p in paths]
+    schemes = {s.split("://", 1)[0] if "://" in s else "" for s in shown}
+    if len(schemes) > 1:
+        return dict(zip(paths, shown))
+    bare = [s.split("://", 1)[1] if "://" in s else s for s in shown]
+    try:
+        common = posixpath.commonpath([posixpath.dirname(b) for b in bare])
+    except ValueError:  # absolute and relative paths mixed
+        return dict(zip(paths, shown))
+    return {p: b[len(common):].lstrip("/") for p, b in zip(paths, bare)}
+
+
+def _with_relpath(f: InputFile, relpath: str) -> InputFile:
+    return InputFile(f.path, relpath, f.size, f.format, f.compression, f.reject_reason, f.reject_detail)
 
 
 def plan_read_tasks(files: list[InputFile], task_bytes: int) -> list[tuple[InputFile, ...]]:

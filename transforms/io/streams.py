@@ -1,25 +1,38 @@
-"""Byte streams for the readers: hashing every byte read, and decompression that
-tells a truncated or corrupt stream from a clean end of file."""
+"""Byte streams for the readers: hashing every byte read, the errors a damaged
+input raises, and a spool for decompressed data awaiting its checksum (Beam-free)."""
 
 from __future__ import annotations
 
-import gzip
 import io
+import tempfile
 import zlib
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import xxhash
-import zstandard
+
+from corpusmill.schemas.documents import RejectReason
 
 READ_CHUNK = 1 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class DamagedInput(Exception):
-    """Raised by stream wrappers when compressed input ends or breaks mid-stream."""
+    """Raised by the decoders when compressed input ends, breaks or is not compressed at all.
 
-    def __init__(self, message: str, truncated: bool):
+    Attributes:
+        reason: The ``RejectReason`` of the damaged rest of the file
+            (``truncated_file``, ``corrupt_file``, ``unreadable_file``, ``empty_file``).
+        offset: Compressed byte offset where the damage was found.
+    """
+
+    def __init__(self, message: str, reason: str, offset: int = 0):
         super().__init__(message)
-        self.truncated = truncated
+        self.reason = reason
+        self.offset = offset
+
+    @property
+    def truncated(self) -> bool:
+        return self.reason == RejectReason.TRUNCATED_FILE
 
 
 class HashingReader(io.RawIOBase):
@@ -54,60 +67,69 @@ class HashingReader(io.RawIOBase):
         return self._hash.hexdigest()
 
 
-class _StrictZstdReader(io.RawIOBase):
-    """Decompresses zstd frames, raising DamagedInput if the input stops mid-frame.
-
-    zstandard's stream_reader reports a truncated frame as a clean end of file;
-    a data pipeline must not take half a file for a whole one.
-    """
-
-    def __init__(self, raw: BinaryIO):
-        self._raw = raw
-        self._dctx = zstandard.ZstdDecompressor()
-        self._obj = self._dctx.decompressobj()
-        self._pending = b""
-        self._in_frame = False
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending and not self._done:
-            chunk = self._raw.read(READ_CHUNK)
-            if not chunk:
-                self._done = True
-                if self._in_frame:
-                    raise DamagedInput("zstd stream ends in the middle of a frame", truncated=True)
-                break
-            self._feed(chunk)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-    def _feed(self, chunk: bytes) -> None:
-        out = []
-        while chunk:
-            try:
-                out.append(self._obj.decompress(chunk))
-            except zstandard.ZstdError as error:
-                raise DamagedInput(f"corrupt zstd data: {error}", truncated=False) from error
-            self._in_frame = not self._obj.eof
-            if self._obj.eof:
-                chunk = self._obj.unused_data
-                self._obj = self._dctx.decompressobj()
-            else:
-                chunk = b""
-        self._pending += b"".join(out)
+# Decompressed data of one checksummed unit (a gzip member, a zstd frame with a
+# content checksum, a bzip2 or xz stream) is held until the checksum at the
+# unit's end is checked; up to this many bytes in memory, the rest on local disk.
+SPOOL_MEMORY_BYTES = 64 << 20
 
 
-def decompressed(raw: io.RawIOBase, compression: str) -> BinaryIO:
-    if compression == "gzip":
-        return gzip.GzipFile(fileobj=io.BufferedReader(raw, READ_CHUNK), mode="rb")
-    if compression == "zstd":
-        return io.BufferedReader(_StrictZstdReader(io.BufferedReader(raw, READ_CHUNK)), READ_CHUNK)
-    return io.BufferedReader(raw, READ_CHUNK)
+class Spool:
+    """Holds decompressed bytes until they are known to be clean, in memory up to a bound."""
+
+    def __init__(self, memory_bytes: int | None = None):
+        self._memory_bytes = SPOOL_MEMORY_BYTES if memory_bytes is None else memory_bytes
+        self._chunks: list[bytes] = []
+        self._file = None
+        self.size = 0
+
+    def append(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._chunks.append(data)
+        if self.size > self._memory_bytes:
+            self._file = tempfile.TemporaryFile(prefix="corpusmill-spool-")
+            for chunk in self._chunks:
+                self._file.write(chunk)
+            self._chunks = []
+
+    def blocks(self, block_bytes: int = READ_CHUNK) -> Iterator[bytes]:
+        """The held bytes in order, in blocks of about ``block_bytes``; empties the spool."""
+        self.size = 0
+        if self._file is None:
+            chunks, self._chunks = self._chunks, []
+            yield from join_blocks(chunks, block_bytes)
+            return
+        handle, self._file = self._file, None
+        with handle:
+            handle.seek(0)
+            while block := handle.read(block_bytes):
+                yield block
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._chunks = []
 
 
-DAMAGE_ERRORS = (DamagedInput, EOFError, gzip.BadGzipFile, zlib.error, OSError)
+def join_blocks(chunks: list[bytes], block_bytes: int) -> Iterator[bytes]:
+    """Joins small chunks into blocks of at least ``block_bytes`` (the last may be shorter)."""
+    pending: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= block_bytes:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if size:
+        yield b"".join(pending)
+
+
+# What a reader catches around decoding: the decoders' own error, and what
+# reading the raw file can raise (an unreadable file, a failed network read).
+DAMAGE_ERRORS = (DamagedInput, EOFError, zlib.error, OSError)

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from corpusmill.schemas.documents import ORIGIN_FILE, ORIGIN_INDEX, REJECTED_SCHEMA, RejectReason, excerpt
 from corpusmill.transforms.common import sort_table
+
+# The decimal strings an integer id becomes (str(int)): the only ids where an
+# integer and a string in the input can have collided.
+_INTEGER_ID = re.compile(r"-?(?:0|[1-9][0-9]*)")
+
+
+def duplicate_detail(doc_id: str, kept_file: str, kept_index: int) -> str:
+    """The detail of a duplicate_id rejection; says so when the id may have come from an integer.
+
+    Integer ids become their decimal string, so the integer 5 and the string
+    "5" are one id. The documents no longer say which form a record used, so
+    the note goes on every id that is the decimal string of an integer.
+    """
+    detail = f"id {doc_id!r} first seen in {kept_file} record {kept_index}"
+    if _INTEGER_ID.fullmatch(doc_id):
+        detail += (f"; integer ids are stored as their decimal string, so the integer {doc_id} "
+                   f"and the string {doc_id!r} are the same id")
+    return detail
 
 
 def resolve_duplicate_ids(table: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -43,6 +63,6 @@ def resolve_duplicate_ids(table: pa.Table) -> tuple[pa.Table, pa.Table]:
         rows["locator"].append(f"record {index}")
         rows["record_index"].append(index)
         rows["id"].append(doc_id)
-        rows["detail"].append(excerpt(f"id {doc_id!r} first seen in {kept_file} record {kept_index}"))
+        rows["detail"].append(excerpt(duplicate_detail(doc_id, kept_file, kept_index)))
         rows["excerpt"].append(excerpt(text))
     return firsts, pa.Table.from_pydict(rows, schema=REJECTED_SCHEMA)

@@ -18,17 +18,17 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from corpusmill.schemas.documents import DOCUMENT_BATCH_SCHEMA, REJECTED_SCHEMA, RejectReason, excerpt
-from corpusmill.transforms.io.columnar import columnar_documents, drop_invalid_utf8
+from corpusmill.transforms.io.columnar import columnar_documents, drop_invalid_utf8, known_ids, record_rows
 from corpusmill.transforms.io.values import (
     MISSING,
     FieldMap,
     UnconvertibleRows,
     encodable,
+    id_problem,
     meta_json,
     record_excerpt,
     text_problem,
     to_micros,
-    to_pylist,
 )
 
 __all__ = ["BatchBuilder", "FieldMap", "UnconvertibleRows"]
@@ -123,21 +123,24 @@ class BatchBuilder:
                         raw if raw is not None else record_excerpt(record, text), doc_id)
 
         text = record.pop(f.text, MISSING)
-        problem = text_problem(text, f.text, self.max_text_bytes)
-        if problem is not None:
-            reject(*problem)
-            return
-
-        raw_id = record.pop(f.id, None)
+        # The id is read before the text is judged, so that every rejection of
+        # a record whose id is known carries it; it stays in the record (and
+        # in the excerpt) until the record is kept.
+        raw_id = record.get(f.id)
+        bad_id = None
         if raw_id is None:
             doc_id = default_id if default_id is not None else f"{file}#{index}"
-        elif isinstance(raw_id, str) and raw_id and encodable(raw_id):
-            doc_id = raw_id
-        elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
-            doc_id = str(raw_id)
         else:
-            reject(RejectReason.INVALID_ID, f"'{f.id}' must be a non-empty string or an integer, got {raw_id!r:.80}")
+            bad_id = id_problem(raw_id, f.id)
+            doc_id = None if bad_id else (raw_id if isinstance(raw_id, str) else str(raw_id))
+        problem = text_problem(text, f.text, self.max_text_bytes)
+        if problem is not None:
+            reject(*problem, doc_id)
             return
+        if bad_id is not None:
+            reject(RejectReason.INVALID_ID, bad_id)
+            return
+        record.pop(f.id, None)
 
         url = record.pop(f.url, None)
         if url is not None and not (isinstance(url, str) and encodable(url)):
@@ -146,7 +149,7 @@ class BatchBuilder:
         try:
             timestamp = to_micros(record.pop(f.timestamp, None))
         except (TypeError, ValueError, OverflowError) as error:
-            reject(RejectReason.INVALID_TIMESTAMP, str(error), doc_id)
+            reject(RejectReason.INVALID_TIMESTAMP, f"'{f.timestamp}': {error}", doc_id)
             return
         source = record.pop(f.source, None)
         if source is None:
@@ -187,17 +190,20 @@ class BatchBuilder:
                 converted to Python values.
         """
         indices = np.arange(first_index, first_index + table.num_rows, dtype=np.int64)
+        whole = table
         table, indices, bad_utf8 = drop_invalid_utf8(table, indices)
+        bad_ids = known_ids(whole, [index - first_index for index, *_ in bad_utf8], self.fields.id, file,
+                            first_index) if bad_utf8 else []
         if self.columnar and table.num_rows:
             passed, documents = columnar_documents(table, file, indices, self.fields, self.max_text_bytes)
         else:
             passed, documents = np.zeros(table.num_rows, dtype=bool), None
         failed = np.flatnonzero(~passed)
-        slow_rows = to_pylist(table.take(pa.array(failed))) if len(failed) else []
+        slow_rows = record_rows(table.take(pa.array(failed)), self.fields.timestamp) if len(failed) else []
 
-        for index, column, start, value in bad_utf8:
+        for (index, column, start, value), doc_id in zip(bad_utf8, bad_ids):
             self.reject(RejectReason.INVALID_UTF8, file, f"row {index}", index,
-                        f"invalid UTF-8 at byte {start} of '{column}'", value)
+                        f"invalid UTF-8 at byte {start} of '{column}'", value, doc_id)
         # Runs of rows that passed alternate with runs that did not; filing them
         # run by run keeps the documents in input order.
         if documents is not None and passed.all():

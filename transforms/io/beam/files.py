@@ -13,9 +13,19 @@ def match(pattern: str) -> list[tuple[str, int]]:
     return [(m.path, m.size_in_bytes) for m in FileSystems.match([pattern])[0].metadata_list]
 
 
+def list_inputs(patterns: tuple[str, ...] | list[str], forced_format: str = "auto") -> inputs.InputListing:
+    """``inputs.list_inputs``: local paths listed directly, other schemes through Beam's filesystems.
+
+    Returns:
+        ``InputListing(files, skipped)``: the files to read, and ``SkippedFile(path, reason)``
+        for every matched file that is not read.
+    """
+    return inputs.list_inputs(patterns, forced_format, match)
+
+
 def expand_inputs(patterns: tuple[str, ...] | list[str], forced_format: str = "auto") -> list[inputs.InputFile]:
-    """``inputs.expand_inputs`` over Beam's filesystems."""
-    return inputs.expand_inputs(patterns, forced_format, match)
+    """The files to read of ``list_inputs``."""
+    return list_inputs(patterns, forced_format).files
 
 
 def open_raw(path: str):
