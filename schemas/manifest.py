@@ -103,17 +103,7 @@ def build_manifest(
         "created_at": created_at,
         "code_version": code_version,
         "config": config,
-        "input": {
-            "files": len(files),
-            "bytes": sum(f["size"] for f in files),
-            "fingerprint": input_fingerprint(files),
-            "records": input_records,
-            "blank_lines_skipped": sum(f["blank_lines"] for f in files),
-            "rows_lost_in_damage": sum(f["rows_lost_in_damage"] for f in files),
-            "file_list": file_list(files, input_files),
-            "skipped_files": len(skipped),
-            "skipped": list(skipped)[:MAX_LISTED_SKIPPED],
-        },
+        "input": input_section(files, input_files, skipped),
         "counts": counts,
         "execution": execution,
         "outputs": summaries,
@@ -128,6 +118,22 @@ def build_manifest(
             f"+ rejected {rejected}"
         )
     return manifest
+
+
+def input_section(files: list[dict[str, Any]], input_files: list[dict[str, Any]],
+                  skipped: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the run read: files, bytes, fingerprint, records, damage, and the files it skipped."""
+    return {
+        "files": len(files),
+        "bytes": sum(f["size"] for f in files),
+        "fingerprint": input_fingerprint(files),
+        "records": sum(f["records"] for f in files),
+        "blank_lines_skipped": sum(f["blank_lines"] for f in files),
+        "rows_lost_in_damage": sum(f["rows_lost_in_damage"] for f in files),
+        "file_list": file_list(files, input_files),
+        "skipped_files": len(skipped),
+        "skipped": list(skipped)[:MAX_LISTED_SKIPPED],
+    }
 
 
 def file_list(read: list[dict[str, Any]], planned: list[dict[str, Any]]) -> list[dict[str, Any]]:
