@@ -83,7 +83,7 @@ class InputConfig:
         timestamp_field: Field holding an ISO-8601 string or an epoch number (seconds,
             ms, us or ns, told apart by magnitude: see ``values.to_micros``).
         source_field: Field naming the record's source; defaults to the input
-            file's path relative to the common input root.
+            file's path relative to the input root the user named.
         max_text_bytes: Texts longer than this (UTF-8 bytes) are rejected.
         batch_rows: Documents per Arrow record batch moving through the pipeline.
             Batches of about a megabyte cross a shuffle cheapest on the local
