@@ -256,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _report(args)
         return _inspect(args)
+    except BrokenPipeError:
+        # The reader of our output went away (`corpusmill inspect DIR | head`): nothing
+        # failed, there is only nobody left to print to.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as error:  # noqa: BLE001 - report every failure with a non-zero status
         traceback.print_exc()
         print(f"corpusmill: run failed: {type(error).__name__}: {error}", file=sys.stderr)

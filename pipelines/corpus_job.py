@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from corpusmill.pipelines.stages import StageEntry, enabled_stages, stage_folders
 from corpusmill.schemas import manifest as manifest_lib
-from corpusmill.schemas.config import ConfigError, JobConfig, check_resources, to_dict
+from corpusmill.schemas.config import ConfigError, JobConfig, to_dict
 from corpusmill.transforms.common import METRICS_NAMESPACE
 from corpusmill.transforms.io.beam import snapshot
 from corpusmill.transforms.io.beam.files import list_inputs
@@ -92,7 +92,9 @@ def plan_job(config: JobConfig) -> JobPlan:
     """
     if not config.input.paths:
         config = replace(config, input=replace(config.input, paths=(bundled_sample(),)))
-    check_resources(config)
+    stages = tuple(enabled_stages(config))
+    for entry, section in stages:
+        entry.load().check(section)
     listing = list_inputs(config.input.paths, config.input.format)
     files = listing.files
     tasks = plan_read_tasks(files, config.input.task_bytes)
@@ -117,8 +119,7 @@ def plan_job(config: JobConfig) -> JobPlan:
     }
     parquet = ParquetOptions(config.output.compression if config.output.compression != "none" else "none",
                              config.output.compression_level, config.output.row_group_rows)
-    return JobPlan(config, files, tasks, num_shards, partitioning, parquet, tuple(enabled_stages(config)),
-                   tuple(listing.skipped))
+    return JobPlan(config, files, tasks, num_shards, partitioning, parquet, stages, tuple(listing.skipped))
 
 
 def _tag_stage_stats(stats: dict, name: str) -> dict:

@@ -15,7 +15,6 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
@@ -446,44 +445,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_job(spec: Mapping[str, Any] | None, overrides: list[str] = ()) -> JobConfig:
-    """Builds and validates a JobConfig from a parsed YAML spec plus overrides, then its resources."""
-    config = build(JobConfig, apply_overrides(dict(spec or {}), list(overrides)))
-    check_resources(config)
-    return config
+    """Builds and validates a JobConfig from a parsed YAML spec plus overrides.
 
-
-def check_resources(config: JobConfig) -> None:
-    """Checks the enabled decompose stage's tokenizer here (not in the dataclasses: manifests rebuild those)."""
-    problem = config.decompose.enabled and tokenizer_problem(config.decompose.tokenizer)
-    if problem:
-        raise ConfigError("decompose.tokenizer", problem)
-
-
-def hf_tokenizer_location(target: str) -> tuple[str, str]:
-    """Where ``hf:TARGET`` loads from: ("file", path), ("hub", "org/name") or ("missing", path).
-
-    A file or a folder holding tokenizer.json is local; one slash, no leading ``.``/``/``/``~``
-    and no ``.json`` is a Hub name; anything else is a mistyped path."""
-    path = Path(target) / "tokenizer.json" if Path(target).is_dir() else Path(target)
-    if path.is_file():
-        return "file", str(path)
-    if target.count("/") == 1 and not target.startswith((".", "/", "~")) and not target.endswith(".json"):
-        return "hub", target
-    return "missing", str(path)
-
-
-def tokenizer_problem(spec: str) -> str | None:
-    """Why a well-formed tokenizer spec cannot load here, or None; Hub names cannot be checked offline."""
-    kind, _, target = spec.partition(":")
-    if kind == "tiktoken":
-        from tiktoken.registry import list_encoding_names  # cheap: lists names, loads no encoding
-
-        names = sorted(list_encoding_names())
-        return None if target in names else f"unknown tiktoken encoding {target!r}; allowed: {', '.join(names)}"
-    if hf_tokenizer_location(target)[0] == "missing":
-        return (f"no tokenizer file at {target!r}; allowed: hf:/path/to/tokenizer.json (an existing file or a "
-                "folder holding tokenizer.json) or hf:org/name (a Hub repository)")
-    return None
+    What a value needs beyond its form (a tokenizer file that exists) is checked
+    by each enabled stage when the job is planned, still before any pipeline runs.
+    """
+    return build(JobConfig, apply_overrides(dict(spec or {}), list(overrides)))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -18,6 +18,10 @@ returns a ``StageResult``:
 * ``stats``: exactly one dict, the stage's section of the manifest (under the
   stage's name) and of the report.
 
+Before any pipeline is built, the job calls each enabled stage's ``check(config)``,
+which raises ``ConfigError`` naming the key when a value cannot work here (a
+tokenizer file that does not exist): what the config's form cannot tell.
+
 The job registers stages in ``corpusmill.pipelines.stages`` (one line each) and
 loops over the enabled ones in that order; nothing else names a stage.
 """
@@ -67,4 +71,9 @@ class Stage(Protocol):
     @staticmethod
     def output_specs(config: Any, context: StageContext) -> list[OutputSpec]:
         """The outputs the stage writes itself (none for a stage that only filters)."""
+        ...
+
+    @staticmethod
+    def check(config: Any) -> None:
+        """Raises ``ConfigError`` when the section cannot run here; called before the pipeline."""
         ...

@@ -37,7 +37,6 @@ from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from corpusmill.schemas.config import hf_tokenizer_location
 
 TIKTOKEN_DIR_ENV = "CORPUSMILL_TIKTOKEN_DIR"
 
@@ -395,7 +394,7 @@ def _load_tiktoken_encoding(encoding_name: str):
 def _load_hf_tokenizer(target: str):
     from tokenizers import Tokenizer as RustTokenizer
 
-    # The same rule the config check applies (schemas.config.tokenizer_problem).
+    # The same rule the plan-time check applies (tokenizer_problem).
     where, path = hf_tokenizer_location(target)
     if where == "file":
         return RustTokenizer.from_file(path)
@@ -409,3 +408,30 @@ def _load_hf_tokenizer(target: str):
             "Loading by Hub name needs network access (or the Hub cache); offline, download "
             "tokenizer.json elsewhere and use 'hf:/path/to/tokenizer.json'."
         ) from error
+
+
+def hf_tokenizer_location(target: str) -> tuple[str, str]:
+    """Where ``hf:TARGET`` loads from: ("file", path), ("hub", "org/name") or ("missing", path).
+
+    A file or a folder holding tokenizer.json is local; one slash, no leading ``.``/``/``/``~``
+    and no ``.json`` is a Hub name; anything else is a mistyped path."""
+    path = Path(target) / "tokenizer.json" if Path(target).is_dir() else Path(target)
+    if path.is_file():
+        return "file", str(path)
+    if target.count("/") == 1 and not target.startswith((".", "/", "~")) and not target.endswith(".json"):
+        return "hub", target
+    return "missing", str(path)
+
+
+def tokenizer_problem(spec: str) -> str | None:
+    """Why a well-formed tokenizer spec cannot load here, or None; Hub names cannot be checked offline."""
+    kind, _, target = spec.partition(":")
+    if kind == "tiktoken":
+        from tiktoken.registry import list_encoding_names  # cheap: lists names, loads no encoding
+
+        names = sorted(list_encoding_names())
+        return None if target in names else f"unknown tiktoken encoding {target!r}; allowed: {', '.join(names)}"
+    if hf_tokenizer_location(target)[0] == "missing":
+        return (f"no tokenizer file at {target!r}; allowed: hf:/path/to/tokenizer.json (an existing file or a "
+                "folder holding tokenizer.json) or hf:org/name (a Hub repository)")
+    return None

@@ -31,7 +31,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from corpusmill.schemas.config import DecomposeConfig
+from corpusmill.schemas.config import ConfigError, DecomposeConfig
 from corpusmill.transforms.common import METRICS_NAMESPACE
 from corpusmill.transforms.decompose.decomposition import bucket_dirname, decompose_documents
 from corpusmill.transforms.decompose.stats import (
@@ -39,7 +39,7 @@ from corpusmill.transforms.decompose.stats import (
     curriculum_config,
     merge_decompose_stats,
 )
-from corpusmill.transforms.decompose.tokenizer import Tokenizer, encode_documents, load_tokenizer
+from corpusmill.transforms.decompose.tokenizer import Tokenizer, encode_documents, load_tokenizer, tokenizer_problem
 from corpusmill.transforms.io.beam.shards import WriteShards
 from corpusmill.transforms.io.shard_files import OutputSpec, ParquetOptions
 from corpusmill.transforms.stage import StageContext, StageResult
@@ -192,6 +192,13 @@ class DecomposeDocuments(beam.PTransform):
         super().__init__()
         self._config = config
         self._context = context
+
+    @staticmethod
+    def check(config: DecomposeConfig) -> None:
+        """The tokenizer must be loadable here: a known tiktoken name, an existing file, or a Hub name."""
+        problem = tokenizer_problem(config.tokenizer)
+        if problem:
+            raise ConfigError("decompose.tokenizer", problem)
 
     @staticmethod
     def output_specs(config: DecomposeConfig, context: StageContext) -> list[OutputSpec]:

@@ -353,6 +353,10 @@ class Deduplicate(beam.PTransform):
         self._single_partition = context.single_partition
 
     @staticmethod
+    def check(config: DedupConfig) -> None:
+        """Nothing beyond the config's own checks: dedup needs no file or model."""
+
+    @staticmethod
     def output_specs(config: DedupConfig, context: StageContext) -> list[OutputSpec]:
         """None of its own: removed documents go to the job's ``duplicates/``."""
         return []
