@@ -220,6 +220,15 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0 if not problems else EXIT_FAILED
 
 
+def _shown(value: Any) -> Any:
+    """A value cut to a line: long strings shortened, long lists (token ids) to their head and length."""
+    if isinstance(value, str):
+        return textwrap.shorten(value, 100)
+    if isinstance(value, list) and len(value) > 16:
+        return [*value[:16], f"... {len(value)} in all"]
+    return value
+
+
 def _show_rows(root: str, name: str, path: str, rows: int) -> None:
     """Prints the first rows of one shard, or why they cannot be read."""
     import pyarrow as pa
@@ -237,7 +246,7 @@ def _show_rows(root: str, name: str, path: str, rows: int) -> None:
         return
     print(f"\n{name}/ — first {table.num_rows} rows of {path}:")
     for row in shown_rows:
-        shown = {k: (textwrap.shorten(v, 100) if isinstance(v, str) else v) for k, v in row.items()}
+        shown = {k: _shown(v) for k, v in row.items()}
         print("  " + json.dumps(shown, ensure_ascii=False, default=str))
 
 
