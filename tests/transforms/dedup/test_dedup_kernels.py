@@ -166,7 +166,9 @@ def test_bucket_stars_connect_exactly_each_bucket(rows):
         buckets.setdefault((a, b), set()).add(u)
     expected_edges = {(min(g), u) for g in buckets.values() for u in g if u != min(g)}
     assert set(zip(centre.tolist(), member.tolist())) == expected_edges
-    assert len(centre) == len(expected_edges)  # m - 1 edges per bucket, no repeats
+    # m - 1 edges per bucket, no repeats inside a bucket; two buckets holding the same
+    # documents give the same edge twice (verification deduplicates edges later).
+    assert len(centre) == sum(len(g) - 1 for g in buckets.values())
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 30)), max_size=60))

