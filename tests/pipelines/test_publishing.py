@@ -93,12 +93,28 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
 # ---------------------------------------------------------------- concurrent runs
 
 
-def consistent(out: Path) -> str | None:
-    """None when the directory is a valid snapshot or says it is incomplete; else what is wrong."""
+def read_success(out: Path) -> str | None:
     try:
-        success = (out / "_SUCCESS").read_text()
+        return (out / "_SUCCESS").read_text()
     except FileNotFoundError:
         return None
+
+
+def consistent(out: Path) -> str | None:
+    """None when the directory is a valid snapshot or says it is incomplete; else what is wrong.
+
+    Read as the README tells a reader to: ``_SUCCESS``, then the manifest and the
+    files, then ``_SUCCESS`` again; an observation during which ``_SUCCESS``
+    changed saw a publish in progress and is not a snapshot reading.
+    """
+    success = read_success(out)
+    if success is None:
+        return None
+    problem = _mismatch(out, success)
+    return problem if problem and read_success(out) == success else None
+
+
+def _mismatch(out: Path, success: str) -> str | None:
     try:
         text = (out / "manifest.json").read_bytes()
         manifest = json.loads(text)

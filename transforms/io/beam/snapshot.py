@@ -298,14 +298,18 @@ def snapshot_problems(out: str) -> list[str]:
     manifest = _read_manifest(out)
     if manifest is None:
         return problems + [f"{manifest_lib.MANIFEST_NAME} is missing or not a corpusmill manifest"]
-    if not exists(success):
+    named = read_bytes(success).decode("ascii", "replace").strip() if exists(success) else None
+    if named is None:
         problems.append(f"{manifest_lib.SUCCESS_NAME} is missing: the snapshot is incomplete")
-    else:
-        named = read_bytes(success).decode("ascii", "replace").strip()
-        actual = hashlib.sha256(read_bytes(manifest_path)).hexdigest()
-        if named and named != actual:
-            problems.append(f"{manifest_lib.SUCCESS_NAME} names another manifest than {manifest_lib.MANIFEST_NAME}")
-    return problems + shard_problems(out, manifest_shards(manifest))
+    elif named and named != hashlib.sha256(read_bytes(manifest_path)).hexdigest():
+        problems.append(f"{manifest_lib.SUCCESS_NAME} names another manifest than {manifest_lib.MANIFEST_NAME}")
+    problems += shard_problems(out, manifest_shards(manifest))
+    # A run may have switched a new snapshot in while this one was read: then the
+    # reading saw two snapshots, and only reading again tells which is there.
+    now = read_bytes(success).decode("ascii", "replace").strip() if exists(success) else None
+    if named is not None and now != named:
+        return ["the snapshot changed while it was read (a run was publishing); inspect it again"]
+    return problems
 
 
 def discard(staging: str) -> None:
