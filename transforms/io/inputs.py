@@ -242,11 +242,6 @@ def _no_match_message(pattern: str, files: list[Entry]) -> str:
     return message
 
 
-def expand_inputs(patterns: tuple[str, ...] | list[str], forced_format: str, match: Match) -> list[InputFile]:
-    """The files to read of ``list_inputs`` (without the skipped ones)."""
-    return list_inputs(patterns, forced_format, match).files
-
-
 def _unique_relpaths(files: list[InputFile]) -> list[InputFile]:
     """Renames files whose relative paths clash (see ``list_inputs``); files stay sorted by path."""
     by_relpath: dict[str, list[InputFile]] = {}

@@ -21,7 +21,6 @@ from corpusmill.transforms.io.inputs import (
     InputError,
     SkippedFile,
     detect_format,
-    expand_inputs,
     list_inputs,
 )
 
@@ -300,7 +299,7 @@ def test_other_schemes_are_listed_with_match_and_the_same_glob_rules():
     listed = list_inputs(["mem://bucket/data/"], "auto", match)
     assert [f.relpath for f in listed.files] == ["a.jsonl", "sub/b.jsonl.gz"]
     assert [s.path for s in listed.skipped] == ["mem://bucket/data/sub/c.csv"]
-    assert [f.relpath for f in expand_inputs(["mem://bucket/data", "mem://bucket/other/d.jsonl"], "auto", match)] \
+    assert [f.relpath for f in list_inputs(["mem://bucket/data", "mem://bucket/other/d.jsonl"], "auto", match).files] \
         == ["a.jsonl", "sub/b.jsonl.gz", "d.jsonl"]
 
 
@@ -311,4 +310,4 @@ def test_beam_listing_reads_local_folders(tmp_path):
     _write(tmp_path / "b.csv")
     listed = beam_files.list_inputs([str(tmp_path / "**" / "*")])
     assert [f.relpath for f in listed.files] == ["a.jsonl"] and len(listed.skipped) == 1
-    assert [f.relpath for f in beam_files.expand_inputs([str(tmp_path)])] == ["a.jsonl"]
+    assert [f.relpath for f in beam_files.list_inputs([str(tmp_path)]).files] == ["a.jsonl"]

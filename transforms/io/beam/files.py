@@ -23,11 +23,6 @@ def list_inputs(patterns: tuple[str, ...] | list[str], forced_format: str = "aut
     return inputs.list_inputs(patterns, forced_format, match)
 
 
-def expand_inputs(patterns: tuple[str, ...] | list[str], forced_format: str = "auto") -> list[inputs.InputFile]:
-    """The files to read of ``list_inputs``."""
-    return list_inputs(patterns, forced_format).files
-
-
 def open_raw(path: str):
     """Opens a path as raw bytes; corpusmill decompresses itself so that a
     truncated stream is detected instead of read as a short file."""
