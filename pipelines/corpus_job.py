@@ -71,11 +71,17 @@ class JobPlan:
         """What every stage is told about this run."""
         return StageContext(self.num_shards, self.partitioning["mode"] == "single", staging, self.parquet)
 
+    @property
+    def docs_spec(self) -> OutputSpec:
+        """The documents' output: the last stage that declares a ``docs_spec`` (the order stage) decides it."""
+        specs = [entry.load().docs_spec for entry, _ in self.stages if getattr(entry.load(), "docs_spec", None)]
+        return specs[-1] if specs else DOCS
+
     def output_specs(self, staging: str) -> list[OutputSpec]:
         """Every output this run writes: the core ones, then each stage's."""
         context = self.context(staging)
-        return [*CORE_OUTPUTS, *(spec for entry, section in self.stages
-                                 for spec in entry.load().output_specs(section, context))]
+        return [self.docs_spec, DUPLICATES, REJECTED, *(spec for entry, section in self.stages
+                                                         for spec in entry.load().output_specs(section, context))]
 
 
 def published_names() -> tuple[str, ...]:
@@ -148,7 +154,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None
         duplicates += [result.duplicates] if result.duplicates is not None else []
         results += [result.shards] if result.shards is not None else []
         results.append(result.stats | f"Tag{stage.__name__}Stats" >> beam.Map(_tag_stage_stats, entry.name))
-    results.append(docs | "WriteDocuments" >> WriteShards(DOCS, staging, n, plan.parquet))
+    results.append(docs | "WriteDocuments" >> WriteShards(plan.docs_spec, staging, n, plan.parquet))
     if duplicates:
         results.append(
             tuple(duplicates)

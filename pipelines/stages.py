@@ -38,6 +38,8 @@ class StageEntry:
 
 STAGES = (
     StageEntry("dedup", "corpusmill.transforms.dedup.beam:Deduplicate"),
+    StageEntry("order", "corpusmill.transforms.order.beam:OrderDocuments",
+               folders=("embeddings", "neighbors", "contexts")),
     StageEntry("decompose", "corpusmill.transforms.decompose.beam:DecomposeDocuments", folders=("buckets",)),
 )
 

@@ -259,6 +259,9 @@ class DecomposeConfig:
         tokenize_batch_docs: Documents encoded per tokenizer call; with the
             shard size it bounds a worker's memory.
         num_threads: Tokenizer threads per worker; 0 uses one per CPU core.
+        over: ``documents`` decomposes each document alone; ``order`` concatenates
+            each path of the order stage's traversal (consecutive documents
+            joined by kNN edges) first, so long buckets hold related documents.
         curriculum: The curriculum spec recorded beside the buckets.
     """
 
@@ -273,6 +276,7 @@ class DecomposeConfig:
     plus_one: bool = True
     tokenize_batch_docs: int = bounded(256, 1, 1_000_000)
     num_threads: int = bounded(0, 0, 256)
+    over: str = choices("documents", "order", default="documents")
     curriculum: CurriculumSectionConfig = CurriculumSectionConfig()
 
     def __post_init__(self):
@@ -327,6 +331,131 @@ class DecomposeConfig:
         return (1 << exponent) + self.extra
 
 
+# ---------------------------------------------------------------------------
+# In-Context Pretraining order (embed -> kNN graph -> traversal -> packed contexts).
+
+ORDER_KNN_MODES = ("auto", "exact", "partitioned")
+TRAVERSALS = ("paper", "improved")
+SEMANTIC_KEEP = ("longest", "newest", "smallest_id")
+
+
+@dataclass(frozen=True)
+class EmbedSectionConfig:
+    """How documents are embedded for the order stage.
+
+    Attributes:
+        model: ``lexical`` (hashed TF-IDF of word 1-2-grams, projected; no
+            download) or ``st:<folder or hub name>`` (a sentence-transformers
+            model; needs the ``embed`` extra, and the network for a hub name).
+        device: ``auto`` (cuda where torch sees one), ``cpu`` or ``cuda``; st only.
+        max_tokens: Tokens embedded per document (its first ones), st only.
+        batch_size: Texts per forward pass, st only.
+    """
+
+    model: str = "lexical"
+    device: str = choices("auto", "cpu", "cuda", default="auto")
+    max_tokens: int = bounded(256, 2, 8192)
+    batch_size: int = bounded(256, 1, 65536)
+
+
+@dataclass(frozen=True)
+class KnnSectionConfig:
+    """The kNN graph the traversal follows.
+
+    Attributes:
+        k: Neighbours per document.
+        mode: ``exact`` (one worker holds every embedding), ``partitioned``
+            (k-means partitions, no worker holds the whole corpus) or ``auto``
+            (exact up to ``exact_max_docs`` documents).
+        exact_max_docs: Largest corpus ``auto`` sends to one worker.
+        num_partitions: k-means partitions; 0 picks ceil(documents / partition_docs).
+        partition_docs: Documents per partition when num_partitions is 0.
+        nprobe: Partitions each document is searched in (its nearest centroids).
+        train_per_partition: Sampled documents per centroid for k-means.
+        refine_rounds: Rounds of neighbour voting that move border documents
+            into the partition of their nearest neighbours before traversal.
+        recall_sample: Documents whose exact neighbours are computed to
+            measure the partitioned graph's recall@k (0: not measured).
+        seed: Seeds the samples and k-means.
+    """
+
+    k: int = bounded(20, 1, 1024)
+    mode: str = choices(*ORDER_KNN_MODES, default="auto")
+    exact_max_docs: int = bounded(200_000, 1, None)
+    num_partitions: int = bounded(0, 0, 1_000_000)
+    partition_docs: int = bounded(100_000, 2, None)
+    nprobe: int = bounded(2, 1, 1024)
+    train_per_partition: int = bounded(256, 1, 1_000_000)
+    refine_rounds: int = bounded(3, 0, 20)
+    recall_sample: int = bounded(1000, 0, 1_000_000)
+    seed: int = bounded(0, 0, 2**32 - 1)
+
+
+@dataclass(frozen=True)
+class SemanticDedupConfig:
+    """Optional semantic dedup: kNN neighbours at cosine >= threshold are duplicates of kind ``semantic``.
+
+    Attributes:
+        enabled: Remove semantic duplicates before the traversal.
+        threshold: Cosine of the order embedding at or above which two documents
+            are duplicates (a cluster is the connected component of such edges).
+        keep: Which member of a cluster survives.
+    """
+
+    enabled: bool = False
+    threshold: float = bounded(0.95, 0.0, 1.0)
+    keep: str = choices(*SEMANTIC_KEEP, default="longest")
+
+
+@dataclass(frozen=True)
+class ContextsSectionConfig:
+    """Packed training contexts in the order: ``contexts/``.
+
+    Attributes:
+        enabled: Write ``contexts/``.
+        length: Tokens per context.
+        tokenizer: As ``decompose.tokenizer``; null takes the decompose stage's
+            tokenizer (and its ``eot_token`` where this one is null).
+        eot_token: Hugging Face only, as ``decompose.eot_token``.
+    """
+
+    enabled: bool = True
+    length: int = bounded(8192, 2, 1 << 24)
+    tokenizer: str | None = None
+    eot_token: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderConfig:
+    """In-Context Pretraining order: related documents next to each other (Shi et al., ICLR 2024).
+
+    Attributes:
+        enabled: Run the order stage (off unless a job turns it on).
+        embed: How documents are embedded.
+        knn: The kNN graph.
+        traversal: ``paper`` (Algorithm 1) or ``improved`` (Algorithm 1, then
+            path joining and local search).
+        semantic_dedup: Optional removal of near-identical meanings.
+        contexts: Packed contexts in order.
+        near_duplicate_cosine: Cosine at or above which adjacent documents
+            count as near duplicates in the quality figures.
+    """
+
+    enabled: bool = False
+    embed: EmbedSectionConfig = EmbedSectionConfig()
+    knn: KnnSectionConfig = KnnSectionConfig()
+    traversal: str = choices(*TRAVERSALS, default="improved")
+    semantic_dedup: SemanticDedupConfig = SemanticDedupConfig()
+    contexts: ContextsSectionConfig = ContextsSectionConfig()
+    near_duplicate_cosine: float = bounded(0.9, 0.0, 1.0)
+
+    def __post_init__(self):
+        check_fields(self, "order.")
+        model = self.embed.model
+        if model != "lexical" and not (model.startswith("st:") and len(model) > 3):
+            raise ConfigError("order.embed.model", f"{model!r}: expected 'lexical' or 'st:<model folder or hub name>'")
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """A whole job: one section per stage, in pipeline order."""
@@ -334,8 +463,19 @@ class JobConfig:
     name: str = "corpusmill"
     input: InputConfig = InputConfig()
     dedup: DedupConfig = DedupConfig()
+    order: OrderConfig = OrderConfig()
     decompose: DecomposeConfig = DecomposeConfig()
     output: OutputConfig = OutputConfig()
+
+    def __post_init__(self):
+        contexts = self.order.contexts
+        if contexts.tokenizer is None:
+            # Contexts use the decompose stage's tokenizer unless the job names another.
+            filled = dataclasses.replace(contexts, tokenizer=self.decompose.tokenizer,
+                                         eot_token=contexts.eot_token or self.decompose.eot_token)
+            object.__setattr__(self, "order", dataclasses.replace(self.order, contexts=filled))
+        if self.decompose.enabled and self.decompose.over == "order" and not self.order.enabled:
+            raise ConfigError("decompose.over", "'order' needs the order stage: set order.enabled to true")
 
 
 # ---------------------------------------------------------------------------

@@ -31,6 +31,12 @@ DOCUMENT_SCHEMA = pa.schema(
 ORIGIN_FILE = "_origin_file"
 ORIGIN_INDEX = "_origin_index"
 
+# The documents once the order stage placed them: ``position`` is public (the
+# global order, 0..n-1); ``_path_start`` is internal: True where a run of
+# documents joined by kNN edges begins (``decompose.over: order`` cuts there).
+ORDERED_DOCUMENT_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("position", pa.int64(), nullable=False))
+PATH_START = "_path_start"
+
 DOCUMENT_BATCH_SCHEMA = DOCUMENT_SCHEMA.append(
     pa.field(ORIGIN_FILE, pa.string(), nullable=False)
 ).append(pa.field(ORIGIN_INDEX, pa.int64(), nullable=False))
@@ -140,4 +146,5 @@ class DuplicateKind:
 
     EXACT = "exact"
     NEAR = "near"
+    SEMANTIC = "semantic"
     ALL = (EXACT, NEAR)

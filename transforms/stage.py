@@ -18,6 +18,11 @@ returns a ``StageResult``:
 * ``stats``: exactly one dict, the stage's section of the manifest (under the
   stage's name) and of the report.
 
+A stage that changes the documents' columns or order (the order stage adds
+``position`` and hands documents on in that order) declares the ``docs/``
+output it implies as a class attribute ``docs_spec``; the last such stage's
+spec is the one the job writes.
+
 Before any pipeline is built, the job calls each enabled stage's ``check(config)``,
 which raises ``ConfigError`` naming the key when a value cannot work here (a
 tokenizer file that does not exist): what the config's form cannot tell.

@@ -1,0 +1,153 @@
+"""EmbedDocuments: every kept document's vector, the IDF counted over the whole corpus first.
+
+For the lexical embedder the IDF is one combine over per-shard document
+frequencies (a few MB of counts per shard, merged); a sentence-transformers
+model needs none. The embedder is built once per worker process through
+``apache_beam.utils.shared`` (a model is loaded once, not once per bundle).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
+
+from corpusmill.schemas.config import EmbedSectionConfig
+from corpusmill.transforms.common import METRICS_NAMESPACE, document_keys, key_collisions
+from corpusmill.transforms.order.embedders import DocumentFrequencies, Idf, LexicalConfig, document_frequencies, load_embedder
+
+
+class EmbeddedShard(NamedTuple):
+    """One id shard's documents as the order stage carries them, rows in id order.
+
+    Attributes:
+        keys: int64 (m,) stable document keys (``common.document_keys``).
+        ids: object (m,) document ids.
+        vectors: float32 (m, d) L2-normalised (zero rows for texts without features).
+        lengths: int64 (m,) UTF-8 bytes of each text (the semantic keep policy).
+        timestamps: int64 (m,) microseconds, -1 when unknown.
+    """
+
+    keys: np.ndarray
+    ids: np.ndarray
+    vectors: np.ndarray
+    lengths: np.ndarray
+    timestamps: np.ndarray
+
+
+class KeyCollisionError(RuntimeError):
+    """Two document ids share a 64-bit key (about n^2 / 2^65 pairs expected); the order cannot name them."""
+
+
+class _Holder:
+    """What ``shared.Shared`` keeps per worker (it needs an object that takes a weak reference)."""
+
+    def __init__(self, embedder) -> None:
+        self.embedder = embedder
+
+
+class _FrequenciesCombineFn(beam.CombineFn):
+    """Sums per-shard document frequencies; None when the corpus is empty."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, frequencies):
+        return frequencies if accumulator is None else DocumentFrequencies.merge([accumulator, frequencies])
+
+    def merge_accumulators(self, accumulators):
+        present = [a for a in accumulators if a is not None]
+        return DocumentFrequencies.merge(present) if present else None
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def _idf(frequencies: DocumentFrequencies | None, lexical: LexicalConfig) -> Idf | None:
+    return None if frequencies is None else Idf.from_document_frequencies(frequencies, lexical.hash_bits)
+
+
+class _EmbedShardDoFn(beam.DoFn):
+    def __init__(self, config: EmbedSectionConfig, lexical: LexicalConfig, handle: shared.Shared):
+        self._config = config
+        self._lexical = lexical
+        self._handle = handle
+        self._documents = Metrics.counter(METRICS_NAMESPACE, "order_embedded_documents")
+        self._time = Metrics.counter(METRICS_NAMESPACE, "time_order_embed_ms")
+
+    def _embedder(self, idf: Idf | None):
+        config = self._config
+        if config.model == "lexical":
+            tag = f"lexical|{idf.fingerprint if idf is not None else 'none'}"
+            load = lambda: _Holder(load_embedder("lexical", idf=idf, lexical=self._lexical))  # noqa: E731
+        else:
+            tag = f"{config.model}|{config.device}|{config.max_tokens}|{config.batch_size}"
+            load = lambda: _Holder(load_embedder(config.model, config.device, max_seq_length=config.max_tokens,  # noqa: E731
+                                                 batch_size=config.batch_size))
+        return self._handle.acquire(load, tag=tag).embedder
+
+    def process(self, element, idf):
+        shard, table = element
+        started = time.perf_counter()
+        embedder = self._embedder(idf)
+        ids = table.column("id")
+        keys = document_keys(ids)
+        clash = key_collisions(keys)
+        if clash.any():
+            row = int(np.flatnonzero(clash)[0])
+            other = int(np.flatnonzero(keys == keys[row])[0])
+            raise KeyCollisionError(f"document ids {ids[other].as_py()!r} and {ids[row].as_py()!r} share the "
+                                    "64-bit key the order stage names documents by; rename one")
+        vectors = embedder.embed(table.column("text").to_pylist())
+        lengths = pc.binary_length(pc.cast(table.column("text"), pa.binary())).to_numpy(zero_copy_only=False)
+        stamps = pc.cast(table.column("timestamp"), pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+        self._documents.inc(table.num_rows)
+        self._time.inc(int((time.perf_counter() - started) * 1000))
+        yield beam.pvalue.TaggedOutput("info", {"spec": embedder.spec, "fingerprint": embedder.fingerprint,
+                                                "dim": int(embedder.dim)})
+        yield shard, EmbeddedShard(keys, np.asarray(ids.to_pylist(), dtype=object), vectors,
+                                   lengths.astype(np.int64), stamps.astype(np.int64))
+
+
+def _frequencies(element, lexical: LexicalConfig):
+    _, table = element
+    if table.num_rows:
+        yield document_frequencies(table.column("text").to_pylist(), lexical)
+
+
+class EmbedDocuments(beam.PTransform):
+    """``(shard, documents table)`` -> ``(shard, EmbeddedShard)``, one per input element.
+
+    Returns the embedded shards and, on ``info``, the embedder's spec,
+    fingerprint and dimensions (one per shard, all equal).
+
+    Args:
+        config: The ``order.embed`` section.
+        lexical: The lexical embedder's hashing and projection parameters.
+    """
+
+    def __init__(self, config: EmbedSectionConfig, lexical: LexicalConfig = LexicalConfig()):
+        super().__init__()
+        self._config = config
+        self._lexical = lexical
+
+    def expand(self, shards):
+        if self._config.model == "lexical":
+            idf = (
+                shards
+                | "CountDocumentFrequencies" >> beam.FlatMap(_frequencies, self._lexical)
+                | "MergeDocumentFrequencies" >> beam.CombineGlobally(_FrequenciesCombineFn())
+                | "InverseDocumentFrequencies" >> beam.Map(_idf, self._lexical)
+            )
+        else:
+            idf = shards.pipeline | "NoIdf" >> beam.Create([None])
+        embedded = shards | "Embed" >> beam.ParDo(
+            _EmbedShardDoFn(self._config, self._lexical, shared.Shared()), beam.pvalue.AsSingleton(idf)
+        ).with_outputs("info", main="embedded")
+        return embedded.embedded, embedded.info

@@ -1,0 +1,164 @@
+"""OrderDocuments: the ``order`` stage, In-Context Pretraining's document order.
+
+Shi et al. (ICLR 2024) train on contexts of related documents: embed every
+document, build a kNN graph, walk it so that each document is followed by its
+most similar unvisited neighbour, and cut the concatenation into contexts.
+The stage, step by step (each a transform of its own module)::
+
+    (id shard, docs) -> EmbedDocuments -> (id shard, EmbeddedShard) -> embeddings/
+                     -> count -> knn_plan (exact on one worker, or partitioned)
+    embedded -> KnnGraph -> (id shard, ShardGraph) -> neighbors/ (ids via LookupByKey)
+    embedded + graph + centroids -> TraversePartitions -> positions, partition layout
+    docs + positions -> PlaceDocuments -> (ordered shard, docs with ``position``)
+
+It hands on the documents in position order, sharded into contiguous ranges
+of the order, so ``docs/`` and every later stage (decompose, contexts) keep
+it. Its stats hold the plan, recall@k of the partitioned graph, and the
+quality figures (``beam.quality``).
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from corpusmill.schemas.config import ConfigError, OrderConfig
+from corpusmill.schemas.documents import ORDERED_DOCUMENT_SCHEMA
+from corpusmill.transforms.decompose.tokenizer import tokenizer_problem
+from corpusmill.transforms.io.shard_files import OutputSpec
+from corpusmill.transforms.order.beam.embed import EmbedDocuments
+from corpusmill.transforms.order.beam.graph import KnnGraph
+from corpusmill.transforms.order.beam.lookup import LookupByKey, Owned, lookup
+from corpusmill.transforms.order.beam.place import PlaceDocuments
+from corpusmill.transforms.order.beam.quality import finish_quality, graph_sums, shard_sums
+from corpusmill.transforms.order.beam.traverse import TraversePartitions
+from corpusmill.transforms.io.beam.shards import WriteShards
+from corpusmill.transforms.order.plan import knn_plan
+from corpusmill.transforms.stage import StageContext, StageResult
+
+EMBEDDINGS = OutputSpec("embeddings", pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("vector", pa.list_(pa.float32()), nullable=False),
+]), ("id",))
+NEIGHBORS = OutputSpec("neighbors", pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("neighbor_ids", pa.list_(pa.string()), nullable=False),
+    pa.field("scores", pa.list_(pa.float32()), nullable=False),
+]), ("id",))
+ORDERED_DOCS = OutputSpec("docs", ORDERED_DOCUMENT_SCHEMA, ("position",))
+
+
+def _ragged(values: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+    offsets = np.zeros(lengths.size + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, value_type))
+
+
+def embeddings_table(element):
+    """``(shard, EmbeddedShard)`` -> ``(shard, embeddings rows)``, in the shard's id order."""
+    shard, embedded = element
+    m, d = embedded.vectors.shape
+    vectors = _ragged(embedded.vectors.ravel(), np.full(m, d, dtype=np.int64), pa.float32())
+    return shard, pa.table({"id": pa.array(embedded.ids.tolist(), pa.string()), "vector": vectors},
+                           schema=EMBEDDINGS.schema)
+
+
+def neighbors_table(element):
+    """``(shard, {embedded, graph, answers})`` -> ``(shard, neighbors rows)``: keys named by id."""
+    shard, grouped = element
+    answers = list(grouped["answers"])
+    for embedded, graph in zip(grouped["embedded"], grouped["graph"]):
+        found = graph.neighbors >= 0
+        names = lookup(answers, graph.neighbors[found]) if found.any() else np.empty(0, dtype=object)
+        lengths = found.sum(axis=1)
+        yield shard, pa.table({
+            "id": pa.array(embedded.ids.tolist(), pa.string()),
+            "neighbor_ids": _ragged(names.astype(object), lengths, pa.string()),
+            "scores": _ragged(graph.scores[found].astype(np.float32), lengths, pa.float32()),
+        }, schema=NEIGHBORS.schema)
+
+
+def _stats(plan: dict, recall: dict, quality: dict, info: list[dict], config: OrderConfig) -> dict:
+    embedder = info[0] if info else {"spec": config.embed.model, "fingerprint": None, "dim": None}
+    if any(i["fingerprint"] != embedder["fingerprint"] for i in info):
+        raise RuntimeError("shards were embedded by embedders with different fingerprints")
+    return {"embedder": embedder, "knn": {**plan, "recall": recall}, "traversal": config.traversal,
+            "quality": quality}
+
+
+class OrderDocuments(beam.PTransform):
+    """The ``order`` stage: embed, kNN graph, traversal, documents placed in order.
+
+    Input: ``(shard, pyarrow.Table)`` documents by id shard (``id``, ``text``,
+    ``timestamp`` and the rest), one element per shard. Output: a
+    ``StageResult`` whose ``docs`` are ``(ordered shard, table)`` in position
+    order with a ``position`` column, ``shards`` the written embeddings and
+    neighbours files, and ``stats`` the order section of the manifest.
+
+    Args:
+        config: The ``order`` section of the job.
+        context: Shard count, staging directory and Parquet encoding.
+    """
+
+    name = "order"
+    docs_spec = ORDERED_DOCS
+
+    def __init__(self, config: OrderConfig, context: StageContext):
+        super().__init__()
+        self._config = config
+        self._context = context
+
+    @staticmethod
+    def check(config: OrderConfig) -> None:
+        """The embedder's model and the contexts' tokenizer must be loadable here."""
+        if config.contexts.enabled:
+            problem = tokenizer_problem(config.contexts.tokenizer)
+            if problem:
+                raise ConfigError("order.contexts.tokenizer", problem)
+        model = config.embed.model
+        if model.startswith("st:"):
+            try:
+                import sentence_transformers  # noqa: F401
+            except ImportError:
+                raise ConfigError("order.embed.model", f"{model!r} needs sentence-transformers and torch: "
+                                  "pip install 'corpusmill[embed]'") from None
+
+    @staticmethod
+    def output_specs(config: OrderConfig, context: StageContext) -> list[OutputSpec]:
+        """``embeddings/`` and ``neighbors/`` (by id)."""
+        return [EMBEDDINGS, NEIGHBORS]
+
+    def expand(self, docs):
+        config, context = self._config, self._context
+        n = context.num_shards
+        count = docs | "CountDocuments" >> beam.Map(lambda e: e[1].num_rows) | "SumDocuments" >> beam.CombineGlobally(sum)
+        plan = count | "KnnPlan" >> beam.Map(lambda documents, knn: knn_plan(knn, documents), config.knn)
+        embedded, info = docs | "EmbedDocuments" >> EmbedDocuments(config.embed)
+        graph = embedded | "KnnGraph" >> KnnGraph(config.knn, n, plan)
+        traversed = ((embedded, graph["graph"], graph["centroids"])
+                     | "TraversePartitions" >> TraversePartitions(config.traversal, config.near_duplicate_cosine, n))
+        placed = ((docs, traversed["positions"], traversed["placement"])
+                  | "PlaceDocuments" >> PlaceDocuments(n))
+
+        owned = embedded | "KeysToIds" >> beam.MapTuple(lambda shard, e: (shard, Owned(e.keys, e.ids)))
+        wanted = graph["graph"] | "NeighbourKeys" >> beam.MapTuple(lambda shard, g: (shard, g.neighbors.ravel()))
+        answers = (owned, wanted) | "NeighbourIds" >> LookupByKey(n)
+        neighbors = ({"embedded": embedded, "graph": graph["graph"], "answers": answers}
+                     | "JoinNeighbourIds" >> beam.CoGroupByKey()
+                     | "NeighborsTable" >> beam.FlatMap(neighbors_table))
+        written = (
+            embedded | "EmbeddingsTable" >> beam.Map(embeddings_table)
+            | "WriteEmbeddings" >> WriteShards(EMBEDDINGS, context.staging_dir, n, context.parquet),
+            neighbors | "WriteNeighbors" >> WriteShards(NEIGHBORS, context.staging_dir, n, context.parquet),
+        ) | "AllOrderShards" >> beam.Flatten()
+
+        shard_stats = embedded | "ShardSums" >> beam.Map(shard_sums) | "GatherShardSums" >> beam.combiners.ToList()
+        graph_stats = graph["graph"] | "GraphSums" >> beam.Map(graph_sums) | "GatherGraphSums" >> beam.combiners.ToList()
+        quality = traversed["summaries"] | "Quality" >> beam.Map(
+            finish_quality, beam.pvalue.AsSingleton(traversed["placement"]), beam.pvalue.AsSingleton(shard_stats),
+            beam.pvalue.AsSingleton(graph_stats), config.near_duplicate_cosine)
+        stats = plan | "OrderStats" >> beam.Map(
+            _stats, beam.pvalue.AsSingleton(graph["recall"]), beam.pvalue.AsSingleton(quality),
+            beam.pvalue.AsList(info), config)
+        return StageResult(placed, None, written, stats)
