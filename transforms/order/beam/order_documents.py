@@ -27,6 +27,7 @@ from corpusmill.schemas.config import ConfigError, OrderConfig
 from corpusmill.schemas.documents import ORDERED_DOCUMENT_SCHEMA
 from corpusmill.transforms.decompose.tokenizer import tokenizer_problem
 from corpusmill.transforms.io.shard_files import OutputSpec
+from corpusmill.transforms.order.beam.contexts import PackContexts, contexts_spec
 from corpusmill.transforms.order.beam.embed import EmbedDocuments
 from corpusmill.transforms.order.beam.graph import KnnGraph
 from corpusmill.transforms.order.beam.lookup import LookupByKey, Owned, lookup
@@ -79,12 +80,13 @@ def neighbors_table(element):
         }, schema=NEIGHBORS.schema)
 
 
-def _stats(plan: dict, recall: dict, quality: dict, info: list[dict], config: OrderConfig) -> dict:
+def _stats(plan: dict, recall: dict, quality: dict, info: list[dict], contexts: list[dict],
+           config: OrderConfig) -> dict:
     embedder = info[0] if info else {"spec": config.embed.model, "fingerprint": None, "dim": None}
     if any(i["fingerprint"] != embedder["fingerprint"] for i in info):
         raise RuntimeError("shards were embedded by embedders with different fingerprints")
     return {"embedder": embedder, "knn": {**plan, "recall": recall}, "traversal": config.traversal,
-            "quality": quality}
+            "quality": quality, "contexts": contexts[0] if contexts else None}
 
 
 class OrderDocuments(beam.PTransform):
@@ -126,8 +128,8 @@ class OrderDocuments(beam.PTransform):
 
     @staticmethod
     def output_specs(config: OrderConfig, context: StageContext) -> list[OutputSpec]:
-        """``embeddings/`` and ``neighbors/`` (by id)."""
-        return [EMBEDDINGS, NEIGHBORS]
+        """``embeddings/`` and ``neighbors/`` (by id), and ``contexts/`` (by context index) when enabled."""
+        return [EMBEDDINGS, NEIGHBORS, *([contexts_spec(config.contexts)] if config.contexts.enabled else [])]
 
     def expand(self, docs):
         config, context = self._config, self._context
@@ -147,11 +149,17 @@ class OrderDocuments(beam.PTransform):
         neighbors = ({"embedded": embedded, "graph": graph["graph"], "answers": answers}
                      | "JoinNeighbourIds" >> beam.CoGroupByKey()
                      | "NeighborsTable" >> beam.FlatMap(neighbors_table))
-        written = (
+        written = [
             embedded | "EmbeddingsTable" >> beam.Map(embeddings_table)
             | "WriteEmbeddings" >> WriteShards(EMBEDDINGS, context.staging_dir, n, context.parquet),
             neighbors | "WriteNeighbors" >> WriteShards(NEIGHBORS, context.staging_dir, n, context.parquet),
-        ) | "AllOrderShards" >> beam.Flatten()
+        ]
+        contexts = []
+        if config.contexts.enabled:
+            contexts_written, contexts_stats = placed | "PackContexts" >> PackContexts(
+                config.contexts, n, context.staging_dir, context.parquet, count)
+            written.append(contexts_written)
+            contexts = [contexts_stats]
 
         shard_stats = embedded | "ShardSums" >> beam.Map(shard_sums) | "GatherShardSums" >> beam.combiners.ToList()
         graph_stats = graph["graph"] | "GraphSums" >> beam.Map(graph_sums) | "GatherGraphSums" >> beam.combiners.ToList()
@@ -160,5 +168,6 @@ class OrderDocuments(beam.PTransform):
             beam.pvalue.AsSingleton(graph_stats), config.near_duplicate_cosine)
         stats = plan | "OrderStats" >> beam.Map(
             _stats, beam.pvalue.AsSingleton(graph["recall"]), beam.pvalue.AsSingleton(quality),
-            beam.pvalue.AsList(info), config)
-        return StageResult(placed, None, written, stats)
+            beam.pvalue.AsList(info),
+            beam.pvalue.AsList(contexts[0]) if contexts else [], config)
+        return StageResult(placed, None, tuple(written) | "AllOrderShards" >> beam.Flatten(), stats)
