@@ -199,6 +199,8 @@ def decompose_ragged(
     row_splits: np.ndarray,
     doc_ids: Sequence[object] | np.ndarray,
     config: DecomposeConfig = DecomposeConfig(),
+    *,
+    seed_ids: Sequence[object] | np.ndarray | None = None,
 ) -> Decomposition:
     """Decomposes a batch of documents stored as one flat token array.
 
@@ -211,6 +213,9 @@ def decompose_ragged(
             ``values[row_splits[i]:row_splits[i + 1]]``.
         doc_ids: One id per document.
         config: Decomposition parameters.
+        seed_ids: One id per document that seeds its draws in mode "random";
+            ``doc_ids`` when None. Lets a caller name pieces by something else
+            (``decompose_chains`` names them by chain index).
 
     Returns:
         The pieces of every bucket and the per-document dropped-token counts.
@@ -226,13 +231,16 @@ def decompose_ragged(
             f"row_splits has {len(row_splits)} entries for {len(doc_ids)} documents; "
             "expected documents + 1"
         )
+    seed_ids = doc_ids if seed_ids is None else np.asarray(seed_ids, dtype=object)
+    if len(seed_ids) != len(doc_ids):
+        raise ValueError(f"{len(seed_ids)} seed_ids for {len(doc_ids)} documents")
     lengths = np.diff(row_splits)
     dropped = np.zeros(len(lengths), dtype=np.int64)
     starts: dict[int, list[int]] = {k: [] for k in config.exponents}
     owners: dict[int, list[int]] = {k: [] for k in config.exponents}
     offsets: dict[int, list[int]] = {k: [] for k in config.exponents}
-    for index, (length, doc_id) in enumerate(zip(lengths.tolist(), doc_ids)):
-        pieces, dropped[index] = plan_document(length, config, doc_id)
+    for index, (length, seed_id) in enumerate(zip(lengths.tolist(), seed_ids)):
+        pieces, dropped[index] = plan_document(length, config, seed_id)
         base = int(row_splits[index])
         for offset, exponent in pieces:
             starts[exponent].append(base + offset)
