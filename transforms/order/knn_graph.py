@@ -27,7 +27,9 @@ a true top-k neighbour out; a row whose k-th score is within ``TIE_TOLERANCE``
 of the last candidate faiss returned (ties that may run past the margin, as
 with many exact duplicates) is recomputed against every row.
 
-Rows without k neighbours (fewer than k + 1 documents) are padded with id -1
+Ids are any int64 (document keys are signed hashes, half of them negative);
+the value -1 alone means padding, so no document may have the key -1 (one
+in 2^64). Rows without k neighbours (fewer than k + 1 documents) are padded with id -1
 and score -inf.
 """
 
@@ -312,7 +314,7 @@ def merge_topk(candidates: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
     doc = np.concatenate([np.repeat(i, nb.shape[1]) for i, nb, _ in parts])
     nbr = np.concatenate([nb.ravel() for _, nb, _ in parts])
     score = np.concatenate([s.ravel() for _, _, s in parts])
-    valid = (nbr >= 0) & (nbr != doc)
+    valid = (nbr != -1) & (nbr != doc)
     doc, nbr, score = doc[valid], nbr[valid], score[valid]
     # One row per (doc, neighbour), the highest score first ...
     order = np.lexsort((-score, nbr, doc))
@@ -359,7 +361,7 @@ def local_graph(ids: np.ndarray, neighbor_ids: np.ndarray,
         return neighbor_ids.copy(), scores.copy()
     sorter = np.argsort(ids, kind="stable")
     at = np.minimum(np.searchsorted(ids, neighbor_ids, sorter=sorter), ids.size - 1)
-    found = (neighbor_ids >= 0) & (ids[sorter[at]] == neighbor_ids)
+    found = (neighbor_ids != -1) & (ids[sorter[at]] == neighbor_ids)
     rows = np.where(found, sorter[at], -1)
     kept_first = np.argsort(~found, axis=1, kind="stable")
     return (np.take_along_axis(rows, kept_first, axis=1),
@@ -386,9 +388,9 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int | None = None) -> 
     found = total = 0
     for start in range(0, exact.shape[0], 65536):  # bounds the (rows, ke, ka) comparison
         e, a = exact[start:start + 65536], approx[start:start + 65536]
-        hit = (e[:, :, None] == a[:, None, :]).any(axis=2) & (e >= 0)
+        hit = (e[:, :, None] == a[:, None, :]).any(axis=2) & (e != -1)
         found += int(hit.sum())
-        total += int((e >= 0).sum())
+        total += int((e != -1).sum())
     return found / total if total else 1.0
 
 

@@ -309,3 +309,20 @@ def test_results_do_not_depend_on_the_thread_count():
     finally:
         faiss.omp_set_num_threads(before)
     assert one[0].tobytes() == many[0].tobytes() and one[1].tobytes() == many[1].tobytes()
+
+
+def test_negative_ids_are_documents_not_padding():
+    # Document keys are signed 64-bit hashes: half are negative, and only -1 pads.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.sort(rng.choice(np.arange(-2**62, 2**62, 2**40), size=40, replace=False)).astype(np.int64)
+    assert (ids < -1).sum() > 5
+    rows, scores = knn_graph.exact_knn(x, 5)
+    neighbor_ids, neighbor_scores = knn_graph.partition_knn(ids, x, 5)
+    assert np.array_equal(neighbor_ids, ids[rows])
+    merged_ids, merged, merged_scores = knn_graph.merge_topk([(ids, neighbor_ids, neighbor_scores)], 5)
+    assert np.array_equal(merged_ids, ids) and np.array_equal(merged, ids[rows])
+    local, _ = knn_graph.local_graph(ids, neighbor_ids, neighbor_scores)
+    assert np.array_equal(local, rows)
+    assert knn_graph.recall_at_k(neighbor_ids, ids[rows]) == 1.0

@@ -70,7 +70,7 @@ def neighbors_table(element):
     shard, grouped = element
     answers = list(grouped["answers"])
     for embedded, graph in zip(grouped["embedded"], grouped["graph"]):
-        found = graph.neighbors >= 0
+        found = graph.neighbors != -1
         names = lookup(answers, graph.neighbors[found]) if found.any() else np.empty(0, dtype=object)
         lengths = found.sum(axis=1)
         yield shard, pa.table({
