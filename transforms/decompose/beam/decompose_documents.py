@@ -33,6 +33,8 @@ from apache_beam.utils import shared
 
 from corpusmill.schemas.config import ConfigError, DecomposeConfig
 from corpusmill.transforms.common import METRICS_NAMESPACE
+from corpusmill.schemas.documents import PATH_START
+from corpusmill.transforms.decompose.chains import decompose_chains
 from corpusmill.transforms.decompose.decomposition import bucket_dirname, decompose_documents
 from corpusmill.transforms.decompose.stats import (
     ShardDecomposeStats,
@@ -116,29 +118,52 @@ class _DecomposeShardDoFn(beam.DoFn):
         self._time[step].inc(int((now - started) * 1000))
         return now
 
+    def _batches(self, table: pa.Table) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` row ranges of about ``tokenize_batch_docs``; with ``over: order``, cut at path starts."""
+        size, n = self._config.tokenize_batch_docs, table.num_rows
+        if self._config.over != "order":
+            yield from ((start, min(start + size, n)) for start in range(0, n, size))
+            return
+        if PATH_START not in table.column_names:
+            raise ValueError("decompose.over = order needs documents placed by the order stage")
+        starts = np.flatnonzero(table.column(PATH_START).to_numpy(zero_copy_only=False))
+        cuts = np.unique(np.concatenate([[0], starts, [n]]))
+        begin = 0
+        for cut in cuts[1:]:
+            if cut - begin >= size or cut == n:
+                yield begin, int(cut)
+                begin = int(cut)
+
     def process(self, element: tuple[int, pa.Table | pa.RecordBatch]) -> Iterator[Any]:
         shard, table = element
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
-        table = table.select(["id", "text"])
         config = self._config
+        chains = config.over == "order"
+        table = table.select(["id", "text", PATH_START] if chains else ["id", "text"])
         stats = ShardDecomposeStats(shard=shard, config=config, tokenizer=self._tokenizer.name,
                                     curriculum=self._curriculum)
         batches: dict[int, list[pa.RecordBatch]] = {k: [] for k in config.exponents}
         lengths = []
-        for start in range(0, table.num_rows, config.tokenize_batch_docs):
+        for start, stop in self._batches(table):
             started = time.perf_counter()
-            chunk = table.slice(start, config.tokenize_batch_docs)
+            chunk = table.slice(start, stop - start)
             tokens = encode_documents(self._tokenizer, chunk.column("text").to_pylist(), config.append_eot)
             started = self._timed(stats, "tokenize", started)
-            decomposition = decompose_documents(tokens, chunk.column("id").to_pylist(), config)
+            ids = chunk.column("id").to_pylist()
+            if chains:
+                flags = chunk.column(PATH_START).to_numpy(zero_copy_only=False)
+                decomposition = decompose_chains(tokens, ids, flags, config)
+                lengths.append(np.array([t.size for t in tokens], dtype=np.int64))
+            else:
+                decomposition = decompose_documents(tokens, ids, config)
+                lengths.append(decomposition.document_lengths)
             del tokens
             for k, pieces in decomposition.buckets.items():
                 if len(pieces):
                     batches[k].append(pieces.to_record_batch())
                     self._sequences[k].inc(len(pieces))
             stats.add(decomposition)
-            lengths.append(decomposition.document_lengths)
             self._timed(stats, "split", started)
         stats.set_baseline(np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64))
         for name, value in (("documents", stats.documents), ("tokens_in", stats.input_tokens),
@@ -159,8 +184,10 @@ def _merge_stats(records: list[dict], config: DecomposeConfig) -> dict:
     if not records:
         empty = ShardDecomposeStats(shard=0, config=config, tokenizer=config.tokenizer,
                                     curriculum=curriculum_config(config))
-        return {**merge_decompose_stats([empty.to_dict()]), "shards": 0, "timings_ms": {}}
+        return {**merge_decompose_stats([empty.to_dict()]), "shards": 0, "timings_ms": {}, "over": config.over}
     merged = merge_decompose_stats(records)
+    # With over = order the decomposed units are the order's paths: ``documents`` counts paths.
+    merged["over"] = config.over
     # Times vary between identical runs; the time_decompose_* counters carry them.
     merged.pop("timings_ms", None)
     return merged
