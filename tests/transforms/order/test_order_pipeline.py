@@ -172,3 +172,24 @@ def test_one_document_and_bad_config(tmp_path):
         order_job(tmp_path / "in", out, order__embed__model="minilm")
     with pytest.raises(ConfigError, match="decompose.over"):
         load_job({"decompose": {"over": "order"}})
+
+
+def test_decompose_over_order_cuts_pieces_from_the_ordered_stream(corpus, tmp_path):
+    out = tmp_path / "over-order"
+    manifest = run_job(order_job(corpus, out, decompose__enabled=True, decompose__over="order",
+                                 order__contexts__enabled=False, output__num_shards=2))
+    docs = read(out, "docs").sort_by("position")
+    tokenizer = load_tokenizer("tiktoken:cl100k_base")
+    encoded = [t.tolist() + [tokenizer.eot_id] for t in tokenizer.encode_batch(docs.column("text").to_pylist())]
+    stream = [t for doc in encoded for t in doc]
+    start_of = dict(zip(docs.column("id").to_pylist(), np.cumsum([0] + [len(d) for d in encoded[:-1]])))
+    length_of = {doc_id: len(d) for doc_id, d in zip(docs.column("id").to_pylist(), encoded)}
+    spanning = 0
+    for part in sorted((out / "buckets").rglob("*.parquet")):
+        for piece in pq.read_table(part).to_pylist():
+            begin = start_of[piece["doc_id"]] + piece["offset"]
+            assert piece["tokens"] == stream[begin:begin + len(piece["tokens"])]
+            spanning += piece["offset"] + len(piece["tokens"]) > length_of[piece["doc_id"]]
+    assert spanning > 0  # related documents share a sequence
+    assert manifest["decompose"]["over"] == "order"
+    assert manifest["decompose"]["documents"] < docs.num_rows  # paths, not documents
