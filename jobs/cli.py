@@ -35,8 +35,9 @@ EXIT_NOTHING_KEPT = 3
 
 # One-stage commands are `run` with the other optional stages switched off.
 STAGE_ONLY = {
-    "dedup": ["decompose.enabled=false"],
-    "decompose": ["dedup.enabled=false"],
+    "dedup": ["decompose.enabled=false", "order.enabled=false"],
+    "order": ["dedup.enabled=false", "decompose.enabled=false", "order.enabled=true"],
+    "decompose": ["dedup.enabled=false", "order.enabled=false", "decompose.over=documents"],
 }
 
 
@@ -80,8 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     stage_help = {
         "run": "run a job: every enabled stage (the embedded default on the bundled sample if no JOB.yaml)",
-        "dedup": "run only read, validate and dedup (the decompose stage off)",
-        "decompose": "run only read, validate and decompose (the dedup stage off)",
+        "dedup": "run only read, validate and dedup (the other stages off)",
+        "order": "run only read, validate and the in-context order (the other stages off)",
+        "decompose": "run only read, validate and decompose (the other stages off)",
     }
     for command, text in stage_help.items():
         run = commands.add_parser(command, help=text)
@@ -150,6 +152,16 @@ def summary(manifest: dict[str, Any], where: str, status: str | None = None) -> 
         lines.append("rejected: " + ", ".join(f"{k}={v}" for k, v in counts["rejected_by_reason"].items()))
     for name, out in manifest["outputs"].items():
         lines.append(f"{name + '/':<20}{len(out['shards'])} shards, {out['rows']:,} rows, {out['bytes']:,} bytes")
+    order = manifest.get("order") or {}
+    cosine = (order.get("quality") or {}).get("adjacent_cosine") or {}
+    if cosine.get("order") is not None:
+        knn = order.get("knn") or {}
+        recall = (knn.get("recall") or {}).get("recall_at_k")
+        ratio = lambda key: f"{cosine[key]:.2f}" if cosine.get(key) is not None else "n/a"  # noqa: E731
+        lines.append(f"order:    adjacent cosine {cosine['order']:.3f} = {ratio('of_top1')} of the top-1 bound, "
+                     f"{ratio('over_natural')}x natural; kNN {knn.get('mode')} "
+                     f"({knn.get('partitions')} partition(s), recall@{knn.get('k')} "
+                     f"{'n/a' if recall is None else f'{recall:.3f}'})")
     partitioning = manifest["execution"]["partitioning"]
     lines.append(f"partitioning: {partitioning['mode']} ({partitioning['reason']})")
     skipped = manifest["input"].get("skipped_files", 0)

@@ -136,6 +136,46 @@ def _decompose(section: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _order(section: Mapping[str, Any]) -> str:
+    parts = ["<h2>In-context order</h2>"]
+    embedder, knn = section.get("embedder") or {}, section.get("knn") or {}
+    recall = knn.get("recall") or {}
+    rows = [("traversal", section.get("traversal"))]
+    rows += [(f"embedder: {k}", v) for k, v in sorted(embedder.items())]
+    rows += [(f"knn: {k}", v) for k, v in sorted(knn.items()) if not isinstance(v, Mapping)]
+    rows += [(f"recall: {k}", v) for k, v in sorted(recall.items())]
+    parts.append(_table(rows, ["", "value"]))
+    quality = section.get("quality") or {}
+    cosine = quality.get("adjacent_cosine") or {}
+    if cosine:
+        labels = ["order", "natural", "random", "top1_bound"]
+        present = [label for label in labels if isinstance(cosine.get(label), (int, float))]
+        parts.append("<h3>Ordering quality</h3><p>Mean cosine of adjacent documents in the order, beside "
+                     "the input's own order (ids ascending), a random order, and the mean similarity of "
+                     "each document to its nearest neighbour (the upper bound).</p>")
+        parts.append(_svg_bar_chart(present, [cosine[label] for label in present], "Adjacent cosine",
+                                    "order", "mean cosine"))
+        rows = [(k, v) for k, v in sorted(cosine.items())]
+        rows += [("knn_edge_fraction", quality.get("knn_edge_fraction"))]
+        rows += [(f"adjacent near duplicates: {k}", v)
+                 for k, v in sorted((quality.get("adjacent_near_duplicate") or {}).items())]
+        jumps = quality.get("jumps") or {}
+        rows += [(f"jumps: {k}", v) for k, v in sorted(jumps.items()) if not isinstance(v, Mapping)]
+        rows += [(f"coverage: {k}", v) for k, v in sorted((quality.get("coverage") or {}).items())]
+        parts.append(_table(rows, ["", "value"]))
+        lengths = (jumps.get("path_lengths") or {})
+        if lengths.get("histogram"):
+            parts.append(_histogram_chart(lengths["histogram"], "Paths of kNN edges by length", "documents per path"))
+    contexts = section.get("contexts")
+    if isinstance(contexts, Mapping):
+        parts.append("<h3>Packed contexts</h3>" + _table(sorted(contexts.items()), ["", "value"]))
+    semantic = section.get("semantic_dedup")
+    if isinstance(semantic, Mapping):
+        parts.append("<h3>Semantic dedup</h3>" + _table(
+            sorted((k, v) for k, v in semantic.items() if not isinstance(v, (dict, list))), ["", "value"]))
+    return "".join(parts)
+
+
 def _stage_section(name: str):
     """A section for a stage without its own renderer: its numbers as a table, nested parts as JSON."""
 
@@ -151,7 +191,7 @@ def _stage_section(name: str):
 
 
 # Stages whose section has a renderer of its own; any other stage gets ``_stage_section``.
-SECTIONS = {"dedup": _dedup, "decompose": _decompose}
+SECTIONS = {"dedup": _dedup, "order": _order, "decompose": _decompose}
 
 
 _STYLE = """
