@@ -28,7 +28,9 @@ def test_default_job_on_the_bundled_sample_then_inspect(tmp_path):
     assert manifest["input"]["files"] == 1 and len(manifest["input"]["fingerprint"]) == 64
     assert (out / "_SUCCESS").exists()
     docs = pq.read_table(out / manifest["outputs"]["docs"]["shards"][0]["path"])
-    assert docs.schema.names == ["id", "text", "source", "url", "timestamp", "meta"]
+    # The default job orders documents (In-Context Pretraining): a position column, rows in that order.
+    assert docs.schema.names == ["id", "text", "source", "url", "timestamp", "meta", "position"]
+    assert docs.column("position").to_pylist() == list(range(docs.num_rows))
     assert set(docs.column("source").to_pylist()) == {"linux-doc-6.1", "linux-doc-6.12"}
     assert json.loads(docs.column("meta")[0].as_py())["kernel_version"].startswith("6.")
 

@@ -193,3 +193,32 @@ def test_decompose_over_order_cuts_pieces_from_the_ordered_stream(corpus, tmp_pa
     assert spanning > 0  # related documents share a sequence
     assert manifest["decompose"]["over"] == "order"
     assert manifest["decompose"]["documents"] < docs.num_rows  # paths, not documents
+
+
+def test_semantic_dedup_removes_copies_through_clusters_and_keep_policy(tmp_path):
+    records = [{"id": r["id"], "text": r["text"]} for r in sample_records(120)]
+    # Copies under other ids (one with different spacing), which only the order embedding sees when dedup is off.
+    copies = [{"id": f"copy/{i}", "text": records[i]["text"]} for i in range(0, 30, 3)]
+    copies.append({"id": "copy/spaced", "text": "  " + records[40]["text"].replace(" ", "  ") + "\n"})
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "docs.jsonl").write_bytes(jsonl_bytes(records + copies))
+    out = tmp_path / "out"
+    manifest = run_job(order_job(tmp_path / "in", out, dedup__enabled=False, output__num_shards=3,
+                                 order__semantic_dedup__enabled=True, order__semantic_dedup__keep="smallest_id",
+                                 order__semantic_dedup__threshold=0.99))
+    duplicates = read(out, "duplicates").to_pylist()
+    by_id = {d["id"]: d for d in duplicates}
+    assert {d["kind"] for d in duplicates} == {"semantic"}
+    # smallest_id keeps "copy/…" over "linux-…": the originals of the copies are the ones removed.
+    for copy in copies:
+        original = next(r["id"] for r in records if r["text"].split() == copy["text"].split())
+        assert by_id[original]["representative_id"] == copy["id"]
+        assert by_id[original]["similarity"] > 0.99
+    semantic = manifest["order"]["semantic_dedup"]
+    assert semantic["duplicates"] == len(duplicates) >= len(copies)
+    docs = read(out, "docs")
+    assert docs.num_rows + len(duplicates) == len(records) + len(copies)
+    assert sorted(docs.column("position").to_pylist()) == list(range(docs.num_rows))
+    assert not set(by_id) & set(docs.column("id").to_pylist())
+    assert manifest["order"]["contexts"]["each_document_once"]
+    assert manifest["counts"]["balanced"]

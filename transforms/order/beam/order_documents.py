@@ -33,6 +33,7 @@ from corpusmill.transforms.order.beam.graph import KnnGraph
 from corpusmill.transforms.order.beam.lookup import LookupByKey, Owned, lookup
 from corpusmill.transforms.order.beam.place import PlaceDocuments
 from corpusmill.transforms.order.beam.quality import finish_quality, graph_sums, shard_sums
+from corpusmill.transforms.order.beam.semantic import SemanticDedup
 from corpusmill.transforms.order.beam.traverse import TraversePartitions
 from corpusmill.transforms.io.beam.shards import WriteShards
 from corpusmill.transforms.order.plan import knn_plan
@@ -81,12 +82,13 @@ def neighbors_table(element):
 
 
 def _stats(plan: dict, recall: dict, quality: dict, info: list[dict], contexts: list[dict],
-           config: OrderConfig) -> dict:
+           semantic: list[dict], config: OrderConfig) -> dict:
     embedder = info[0] if info else {"spec": config.embed.model, "fingerprint": None, "dim": None}
     if any(i["fingerprint"] != embedder["fingerprint"] for i in info):
         raise RuntimeError("shards were embedded by embedders with different fingerprints")
     return {"embedder": embedder, "knn": {**plan, "recall": recall}, "traversal": config.traversal,
-            "quality": quality, "contexts": contexts[0] if contexts else None}
+            "quality": quality, "contexts": contexts[0] if contexts else None,
+            "semantic_dedup": semantic[0] if semantic else {"enabled": False}}
 
 
 class OrderDocuments(beam.PTransform):
@@ -138,10 +140,16 @@ class OrderDocuments(beam.PTransform):
         plan = count | "KnnPlan" >> beam.Map(lambda documents, knn: knn_plan(knn, documents), config.knn)
         embedded, info = docs | "EmbedDocuments" >> EmbedDocuments(config.embed)
         graph = embedded | "KnnGraph" >> KnnGraph(config.knn, n, plan)
-        traversed = ((embedded, graph["graph"], graph["centroids"])
+        kept, kept_graph, duplicates, drops, semantic = embedded, graph["graph"], None, None, []
+        if config.semantic_dedup.enabled:
+            found = (embedded, graph["graph"]) | "SemanticDedup" >> SemanticDedup(config.semantic_dedup, n)
+            drops, duplicates, semantic = found["drops"], found["duplicates"], [found["stats"]]
+            kept, kept_graph = found["embedded"], found["graph"]
+        traversed = ((kept, kept_graph, graph["centroids"])
                      | "TraversePartitions" >> TraversePartitions(config.traversal, config.near_duplicate_cosine, n))
-        placed = ((docs, traversed["positions"], traversed["placement"])
+        placed = ((docs, traversed["positions"], traversed["placement"], drops)
                   | "PlaceDocuments" >> PlaceDocuments(n))
+        kept_count = traversed["placement"] | "KeptDocuments" >> beam.Map(lambda placement: placement["documents"])
 
         owned = embedded | "KeysToIds" >> beam.MapTuple(lambda shard, e: (shard, Owned(e.keys, e.ids)))
         wanted = graph["graph"] | "NeighbourKeys" >> beam.MapTuple(lambda shard, g: (shard, g.neighbors.ravel()))
@@ -157,17 +165,18 @@ class OrderDocuments(beam.PTransform):
         contexts = []
         if config.contexts.enabled:
             contexts_written, contexts_stats = placed | "PackContexts" >> PackContexts(
-                config.contexts, n, context.staging_dir, context.parquet, count)
+                config.contexts, n, context.staging_dir, context.parquet, kept_count)
             written.append(contexts_written)
             contexts = [contexts_stats]
 
-        shard_stats = embedded | "ShardSums" >> beam.Map(shard_sums) | "GatherShardSums" >> beam.combiners.ToList()
-        graph_stats = graph["graph"] | "GraphSums" >> beam.Map(graph_sums) | "GatherGraphSums" >> beam.combiners.ToList()
+        shard_stats = kept | "ShardSums" >> beam.Map(shard_sums) | "GatherShardSums" >> beam.combiners.ToList()
+        graph_stats = kept_graph | "GraphSums" >> beam.Map(graph_sums) | "GatherGraphSums" >> beam.combiners.ToList()
         quality = traversed["summaries"] | "Quality" >> beam.Map(
             finish_quality, beam.pvalue.AsSingleton(traversed["placement"]), beam.pvalue.AsSingleton(shard_stats),
             beam.pvalue.AsSingleton(graph_stats), config.near_duplicate_cosine)
         stats = plan | "OrderStats" >> beam.Map(
             _stats, beam.pvalue.AsSingleton(graph["recall"]), beam.pvalue.AsSingleton(quality),
             beam.pvalue.AsList(info),
-            beam.pvalue.AsList(contexts[0]) if contexts else [], config)
-        return StageResult(placed, None, tuple(written) | "AllOrderShards" >> beam.Flatten(), stats)
+            beam.pvalue.AsList(contexts[0]) if contexts else [],
+            beam.pvalue.AsList(semantic[0]) if semantic else [], config)
+        return StageResult(placed, duplicates, tuple(written) | "AllOrderShards" >> beam.Flatten(), stats)

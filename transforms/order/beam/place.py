@@ -41,6 +41,13 @@ def _attach(element, placement: dict, num_shards: int):
         return
     table = arrow_ipc.table_from_pieces(grouped["docs"])
     keys = document_keys(table.column("id"))
+    dropped = np.concatenate(grouped["drops"]) if grouped.get("drops") else np.empty(0, np.int64)
+    if dropped.size:
+        # Documents a stage step removed (semantic duplicates) have no position.
+        gone = np.isin(keys, dropped)
+        if int(gone.sum()) != np.unique(dropped).size:
+            raise RuntimeError(f"shard {shard}: dropped documents that are not there")
+        table, keys = table.filter(pa.array(~gone)), keys[~gone]
     parts = list(grouped["positions"])
     known = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
     if known.size != table.num_rows:
@@ -66,7 +73,9 @@ def _ordered(element):
 
 
 class PlaceDocuments(beam.PTransform):
-    """``(docs, positions, placement)`` -> ``(ordered shard, table)`` with ``position`` and the path flag.
+    """``(docs, positions, placement, drops)`` -> ``(ordered shard, table)`` with ``position`` and the path flag.
+
+    ``drops`` (``(shard, keys)`` of documents removed before the traversal) may be None.
 
     Args:
         num_shards: Shards of the documents.
@@ -77,9 +86,12 @@ class PlaceDocuments(beam.PTransform):
         self._num_shards = num_shards
 
     def expand(self, pcolls):
-        docs, positions, placement = pcolls
+        docs, positions, placement, drops = pcolls
+        joined = {"docs": docs | "DocsAsPieces" >> beam.FlatMap(_docs_as_pieces), "positions": positions}
+        if drops is not None:
+            joined["drops"] = drops
         return (
-            {"docs": docs | "DocsAsPieces" >> beam.FlatMap(_docs_as_pieces), "positions": positions}
+            joined
             | "JoinPositions" >> beam.CoGroupByKey()
             | "AttachPositions" >> beam.FlatMap(_attach, beam.pvalue.AsSingleton(placement), self._num_shards
                                                 ).with_output_types(typing.Tuple[int, pa.RecordBatch])
