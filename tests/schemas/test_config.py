@@ -22,7 +22,7 @@ def test_default_job_spec_maps_one_to_one_onto_the_dataclasses():
     "overrides, key, allowed",
     [
         (["input.txt_field=body"], "input.txt_field", "allowed keys: batch_rows"),
-        (["inputs.paths=[a]"], "inputs", "allowed keys: decompose, dedup, input, name, output"),
+        (["inputs.paths=[a]"], "inputs", "allowed keys: decompose, dedup, input, name, order, output"),
         (["input.format=xml"], "input.format", "allowed values: auto, jsonl, parquet, text"),
         (["output.compression=lz4"], "output.compression", "allowed values: zstd, snappy, gzip, none"),
         (["input.batch_rows=0"], "input.batch_rows", "allowed: 1 .. 1000000"),

@@ -6,8 +6,9 @@ first ``max_seq_length`` tokens (default 256). torch and sentence-transformers
 are imported only when such an embedder is built (``pip install
 corpusmill[embed]``), so the rest of the package never needs them.
 
-Two things make it cheaper than ``SentenceTransformer.encode`` with the same
-vectors (within float tolerance):
+It gives ``SentenceTransformer.encode``'s vectors (within float tolerance;
+float16 on cuda) several times faster, because on a GPU the host, not the
+model, is the bottleneck:
 
 * Long documents are cut, before tokenizing, at the last space or newline within
   ``prefix_chars_per_token * max_seq_length`` characters. Tokenizers that split
@@ -15,19 +16,51 @@ vectors (within float tolerance):
   alike) give the whole-word prefix a prefix of the full text's tokens; where
   the cut text does not fill ``max_seq_length`` tokens, the document is tokenized
   again whole, so truncation still happens only at the token limit.
-* Each call sorts its texts by length so that a batch pads to similar lengths;
-  rows come back in input order.
+* The model's fast (Rust) tokenizer encodes a window of texts at a time, split
+  into shards on ``tokenizer_threads`` threads; the library releases the GIL
+  while it encodes, so the shards run in parallel even where
+  TOKENIZERS_PARALLELISM is off (tokenizers turns it off in a process forked
+  after it ran in parallel).
+* Texts are sorted by length in characters into windows, and each window by
+  length in tokens into batches, so a batch pads to similar lengths; rows come
+  back in input order.
+* A producer thread tokenizes and pads the next batches into pinned host memory
+  while the GPU runs the current ones: inputs go over with non-blocking copies,
+  results come back the same way, and the host waits only for a batch several
+  places behind the one it launches.
+
+Models whose tokenizer is not a plain fast tokenizer (or whose inputs are more
+than ids, attention mask and zero token types) take the synchronous path
+through the model's own ``preprocess``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import os
+import queue
 import re
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+# Texts one tokenizer call takes; its batches are formed inside by token length.
+WINDOW_TEXTS = 4096
+# Shards smaller than this cost more in thread hand-offs than they save.
+MIN_SHARD_TEXTS = 32
+# Batches launched on the GPU before the host waits for the oldest one's result.
+BATCHES_IN_FLIGHT = 3
+# On cuda a batch pads to a multiple of this many tokens (tensor-core tiles, fewer shapes).
+CUDA_TOKEN_MULTIPLE = 8
+# The inputs the pipelined path feeds the model itself; any other makes it use preprocess.
+PIPELINED_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+
 
 def resolve_device(device: str) -> str:
     """``auto`` becomes ``cuda`` where torch sees a GPU, else ``cpu``; others are checked.
@@ -71,6 +104,123 @@ def weights_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# --- Batch planning (numpy only) ---------------------------------------------------------
+
+
+def length_windows(char_lengths: np.ndarray, batch_size: int, window_texts: int = WINDOW_TEXTS) -> list[np.ndarray]:
+    """Text indices, longest first, cut into windows of a whole number of batches.
+
+    Args:
+        char_lengths: Characters of each text.
+        batch_size: Texts per batch.
+        window_texts: About how many texts a window holds (at least one batch).
+
+    Returns:
+        Index arrays that together hold every index once.
+    """
+    order = np.argsort(-np.asarray(char_lengths, dtype=np.int64), kind="stable")
+    step = batch_size * max(1, window_texts // batch_size)
+    return [order[start:start + step] for start in range(0, len(order), step)]
+
+
+def token_length_batches(token_lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Positions of a window's texts, longest in tokens first, cut into batches."""
+    order = np.argsort(-np.asarray(token_lengths, dtype=np.int64), kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def padded_batch(flat_ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, rows: np.ndarray,
+                 pad_id: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The token ids and attention mask of some texts, padded to the longest of them.
+
+    Args:
+        flat_ids: Every text's ids, concatenated.
+        offsets: Where each text's ids start in ``flat_ids`` (one more entry than texts).
+        lengths: Each text's number of ids.
+        rows: The texts of the batch (positions into ``lengths``).
+        pad_id: The id padding positions hold.
+        multiple: Width is rounded up to a multiple of this.
+
+    Returns:
+        int64 ``(len(rows), width)`` ids and mask (1 on tokens, 0 on padding).
+    """
+    batch_lengths = lengths[rows]
+    width = max(int(batch_lengths.max(initial=0)), 1)
+    width = -(-width // multiple) * multiple
+    columns = np.arange(width)
+    mask = columns < batch_lengths[:, None]
+    ids = np.full(mask.shape, pad_id, dtype=np.int64)
+    ids[mask] = flat_ids[(offsets[rows][:, None] + columns)[mask]]
+    return ids, mask.astype(np.int64)
+
+
+# --- Tokenizing on several threads (torch-free) -------------------------------------------
+
+
+class BatchTokenizer:
+    """A fast tokenizer's truncated token ids for many texts, encoded in shards on several threads.
+
+    The tokenizer is copied, so the model's own keeps its settings.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int, threads: int):
+        """Args:
+            tokenizer: A ``tokenizers.Tokenizer`` (a fast tokenizer's ``backend_tokenizer``).
+            max_length: Ids kept per text, special tokens included.
+            threads: Shards one call is split into, each encoded on its own thread.
+        """
+        import tokenizers
+
+        self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length)
+        self._encode_batch = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+        self.threads = max(1, threads)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tokenize") if self.threads > 1 else None
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of each text, truncated.
+
+        Returns:
+            int64 ids of all texts concatenated, and int64 lengths (ids per text).
+        """
+        shards = min(self.threads, max(1, len(texts) // MIN_SHARD_TEXTS))
+        if shards == 1 or self._pool is None:
+            return self._encode_shard(texts)
+        step = -(-len(texts) // shards)
+        parts = list(self._pool.map(self._encode_shard, [texts[start:start + step]
+                                                         for start in range(0, len(texts), step)]))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _encode_shard(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids = [encoding.ids for encoding in self._encode_batch(list(texts))]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        return flat, lengths
+
+
+def _put(batches: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Puts ``item`` unless ``stop`` is set first; whether it was put."""
+    while not stop.is_set():
+        try:
+            batches.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+# --- The embedder ----------------------------------------------------------------------------
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model's L2-normalised embedding of each text's first tokens.
 
@@ -82,7 +232,7 @@ class SentenceTransformerEmbedder:
     name = "st"
 
     def __init__(self, model: str, device: str = "auto", max_seq_length: int = 256, batch_size: int = 64,
-                 prefix_chars_per_token: int = 8):
+                 prefix_chars_per_token: int = 8, tokenizer_threads: int | None = None):
         """Loads the model.
 
         Args:
@@ -90,15 +240,20 @@ class SentenceTransformerEmbedder:
             device: ``auto`` (cuda where available), ``cpu``, ``cuda`` or ``cuda:N``.
                 On cuda the model runs in float16.
             max_seq_length: Tokens embedded per text, special tokens included.
-            batch_size: Texts per forward pass.
+            batch_size: Texts per forward pass. On a GPU, 256 or more keeps it
+                busy; small batches leave it waiting on Python's kernel launches.
             prefix_chars_per_token: Characters kept per token before tokenizing
                 (see the module docstring); 0 tokenizes whole texts.
+            tokenizer_threads: Threads that tokenize; None takes the cores this
+                process may use.
         """
         import torch
         from sentence_transformers import SentenceTransformer
 
         if max_seq_length < 2 or batch_size < 1 or prefix_chars_per_token < 0:
             raise ValueError("max_seq_length >= 2, batch_size >= 1 and prefix_chars_per_token >= 0 are needed")
+        if tokenizer_threads is not None and tokenizer_threads < 1:
+            raise ValueError(f"tokenizer_threads must be >= 1, got {tokenizer_threads}")
         self.model_name = model
         self.device = resolve_device(device)
         self.max_seq_length = max_seq_length
@@ -113,6 +268,8 @@ class SentenceTransformerEmbedder:
         self.dim = int(dimension())
         self._torch = torch
         self._weights = weights_digest(Path(model)) if os.path.isdir(model) else "hub"
+        self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
+        self._pipeline = self._pipelined_inputs(tokenizer_threads or available_cores())
 
     @property
     def spec(self) -> str:
@@ -123,6 +280,11 @@ class SentenceTransformerEmbedder:
         dtype = "fp16" if self.device.startswith("cuda") else "fp32"
         return (f"st:v1:{self.model_name}:weights={self._weights}:dim={self.dim}"
                 f":max_seq_length={self.max_seq_length}:{dtype}")
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether ``embed`` tokenizes on its own threads, overlapped with the model (else through preprocess)."""
+        return self._pipeline is not None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeds texts.
@@ -149,21 +311,142 @@ class SentenceTransformerEmbedder:
 
     def _embed_sorted(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings in input order, and whether each text filled ``max_seq_length`` tokens."""
+        if self._pipeline is None:
+            return self._embed_through_preprocess(texts)
+        return self._embed_pipelined(texts)
+
+    # --- The pipelined path ------------------------------------------------------------
+
+    def _pipelined_inputs(self, threads: int) -> dict[str, Any] | None:
+        """What the pipelined path needs, or None where the model's preprocess must be used.
+
+        The pipelined path feeds the model ids and a mask it builds itself, so it
+        is taken only where that gives exactly what ``preprocess`` gives: a fast
+        tokenizer, no lower-casing of ST's own, inputs among ids, attention mask
+        and all-zero token types, and the same ids on a short and a truncated probe.
+        """
+        tokenizer = getattr(self.model, "tokenizer", None)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or getattr(self.model[0], "do_lower_case", False):
+            return None
+        probes = ["Probe: a short text, tokenized the same way?",
+                  " ".join(["repeated probe words"] * self.max_seq_length)]
+        try:
+            features = self._preprocess(probes)
+        except Exception:  # noqa: BLE001 - any failure here only means: use preprocess
+            return None
+        tensors = {key for key, value in features.items() if hasattr(value, "shape")}
+        if "input_ids" not in tensors or "attention_mask" not in tensors or not tensors <= PIPELINED_INPUTS:
+            return None
+        if "token_type_ids" in tensors and bool(features["token_type_ids"].any()):
+            return None
+        batch_tokenizer = BatchTokenizer(backend, int(self.model.max_seq_length), threads)
+        flat, lengths = batch_tokenizer.encode(probes)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        mask = features["attention_mask"].numpy().astype(bool)
+        for row, probe_ids in enumerate(features["input_ids"].numpy()):
+            if flat[offsets[row]:offsets[row + 1]].tolist() != probe_ids[mask[row]].tolist():
+                return None
+        return {
+            "tokenizer": batch_tokenizer,
+            "pad_id": int(getattr(tokenizer, "pad_token_id", None) or 0),
+            "token_type_ids": "token_type_ids" in tensors,
+            "extra": {key: value for key, value in features.items() if key not in tensors},
+        }
+
+    def _embed_pipelined(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        filled = np.zeros(len(texts), dtype=bool)
+        if not texts:
+            return vectors, filled
+        cuda = self.device.startswith("cuda")
+        batches: queue.Queue = queue.Queue(maxsize=max(4, 2 * WINDOW_TEXTS // self.batch_size))
+        stop = threading.Event()
+        producer = threading.Thread(target=self._produce, args=(texts, batches, stop, cuda),
+                                    name="st-embed-tokenize", daemon=True)
+        producer.start()
+        in_flight: deque = deque()
+        try:
+            with torch.inference_mode(), (torch.cuda.device(self.device) if cuda else contextlib.nullcontext()):
+                while (item := batches.get()) is not None:
+                    if isinstance(item, BaseException):
+                        raise item
+                    rows, lengths, inputs = item
+                    filled[rows] = lengths >= self.max_seq_length
+                    in_flight.append((rows, *self._forward(inputs, cuda)))
+                    if len(in_flight) > BATCHES_IN_FLIGHT:
+                        self._collect(in_flight.popleft(), vectors)
+                while in_flight:
+                    self._collect(in_flight.popleft(), vectors)
+        finally:
+            stop.set()
+            producer.join()
+        return vectors, filled
+
+    def _produce(self, texts: list[str], batches: queue.Queue, stop: threading.Event, pin: bool) -> None:
+        """Puts ``(rows, token lengths, ids and mask as one (2, n, width) tensor)`` per batch, then None."""
+        torch = self._torch
+        pipeline = self._pipeline
+        multiple = CUDA_TOKEN_MULTIPLE if pin else 1
+        try:
+            char_lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+            for window in length_windows(char_lengths, self.batch_size):
+                flat, lengths = pipeline["tokenizer"].encode([texts[i] for i in window])
+                offsets = np.concatenate([[0], np.cumsum(lengths)])
+                for local in token_length_batches(lengths, self.batch_size):
+                    ids, mask = padded_batch(flat, offsets, lengths, local, pipeline["pad_id"], multiple)
+                    inputs = torch.empty((2, *ids.shape), dtype=torch.int64, pin_memory=pin)
+                    host = inputs.numpy()
+                    host[0], host[1] = ids, mask
+                    if not _put(batches, (window[local], lengths[local], inputs), stop):
+                        return
+            _put(batches, None, stop)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            _put(batches, error, stop)
+
+    def _forward(self, inputs: Any, cuda: bool) -> tuple[Any, Any]:
+        """Launches one batch; its normalised float32 embeddings (on the host once ``done``) and ``done``."""
+        torch = self._torch
+        inputs = inputs.to(self.device, non_blocking=True)
+        features = {"input_ids": inputs[0], "attention_mask": inputs[1], **self._pipeline["extra"]}
+        if self._pipeline["token_type_ids"]:
+            features["token_type_ids"] = torch.zeros_like(inputs[0])
+        embedding = self.model(features)["sentence_embedding"].float()
+        # Normalised here in float32, whether or not the model ends in a Normalize module.
+        embedding = torch.nn.functional.normalize(embedding, p=2, dim=1)
+        if not cuda:
+            return embedding, None
+        host = torch.empty(embedding.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(embedding, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
+
+    @staticmethod
+    def _collect(launched: tuple[np.ndarray, Any, Any], vectors: np.ndarray) -> None:
+        rows, host, done = launched
+        if done is not None:
+            done.synchronize()
+        vectors[rows] = host.numpy()
+
+    # --- Through the model's preprocess ------------------------------------------------
+
+    def _embed_through_preprocess(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The synchronous path, one batch at a time, for models the pipelined path does not fit."""
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
         filled = np.zeros(len(texts), dtype=bool)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
         torch = self._torch
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
-                features = preprocess([texts[i] for i in rows])
+                features = self._preprocess([texts[i] for i in rows])
                 mask = features.get("attention_mask")
                 if mask is not None:  # without one (flattened inputs) no cut text counts as filled
                     filled[rows] = (mask.sum(dim=1) >= self.max_seq_length).numpy()
                 features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
                 embedding = self.model(features)["sentence_embedding"].float()
-                # Normalised here in float32, whether or not the model ends in a Normalize module.
                 embedding = torch.nn.functional.normalize(embedding, p=2, dim=1)
                 vectors[rows] = embedding.cpu().numpy()
         return vectors, filled

@@ -147,8 +147,8 @@ class OrderDocuments(beam.PTransform):
             kept, kept_graph = found["embedded"], found["graph"]
         traversed = ((kept, kept_graph, graph["centroids"])
                      | "TraversePartitions" >> TraversePartitions(config.traversal, config.near_duplicate_cosine, n))
-        placed = ((docs, traversed["positions"], traversed["placement"], drops)
-                  | "PlaceDocuments" >> PlaceDocuments(n))
+        placed = ((docs, traversed["positions"], traversed["placement"])
+                  | "PlaceDocuments" >> PlaceDocuments(n, drops))
         kept_count = traversed["placement"] | "KeptDocuments" >> beam.Map(lambda placement: placement["documents"])
 
         owned = embedded | "KeysToIds" >> beam.MapTuple(lambda shard, e: (shard, Owned(e.keys, e.ids)))

@@ -73,23 +73,24 @@ def _ordered(element):
 
 
 class PlaceDocuments(beam.PTransform):
-    """``(docs, positions, placement, drops)`` -> ``(ordered shard, table)`` with ``position`` and the path flag.
-
-    ``drops`` (``(shard, keys)`` of documents removed before the traversal) may be None.
+    """``(docs, positions, placement)`` -> ``(ordered shard, table)`` with ``position`` and the path flag.
 
     Args:
         num_shards: Shards of the documents.
+        drops: Optional PCollection of ``(shard, keys)``: documents removed
+            before the traversal (semantic duplicates), which get no position.
     """
 
-    def __init__(self, num_shards: int):
+    def __init__(self, num_shards: int, drops=None):
         super().__init__()
         self._num_shards = num_shards
+        self._drops = drops
 
     def expand(self, pcolls):
-        docs, positions, placement, drops = pcolls
+        docs, positions, placement = pcolls
         joined = {"docs": docs | "DocsAsPieces" >> beam.FlatMap(_docs_as_pieces), "positions": positions}
-        if drops is not None:
-            joined["drops"] = drops
+        if self._drops is not None:
+            joined["drops"] = self._drops
         return (
             joined
             | "JoinPositions" >> beam.CoGroupByKey()
