@@ -350,12 +350,16 @@ class EmbedSectionConfig:
         device: ``auto`` (cuda where torch sees one), ``cpu`` or ``cuda``; st only.
         max_tokens: Tokens embedded per document (its first ones), st only.
         batch_size: Texts per forward pass, st only.
+        reuse: A complete corpusmill snapshot made with the same model whose
+            ``embeddings/`` are taken for documents with the same id and text
+            (the rest are embedded); empty embeds everything.
     """
 
     model: str = "lexical"
     device: str = choices("auto", "cpu", "cuda", default="auto")
     max_tokens: int = bounded(256, 2, 8192)
     batch_size: int = bounded(256, 1, 65536)
+    reuse: str = ""
 
 
 @dataclass(frozen=True)

@@ -222,3 +222,22 @@ def test_semantic_dedup_removes_copies_through_clusters_and_keep_policy(tmp_path
     assert not set(by_id) & set(docs.column("id").to_pylist())
     assert manifest["order"]["contexts"]["each_document_once"]
     assert manifest["counts"]["balanced"]
+
+
+def test_embeddings_are_reused_where_id_and_text_match(corpus, tmp_path, exact_run):
+    first, _ = exact_run
+    records = [{"id": r["id"], "text": r["text"]} for r in sample_records(NUM_DOCS)] + EXTRA
+    records[5] = {**records[5], "text": records[5]["text"] + "\nA changed paragraph."}
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "docs.jsonl").write_bytes(jsonl_bytes(records))
+    out = tmp_path / "again"
+    manifest = run_job(order_job(tmp_path / "in", out, output__num_shards=2, order__embed__reuse=str(first)))
+    embedder = manifest["order"]["embedder"]
+    assert embedder["documents_embedded"] >= 1 and embedder["documents_reused"] >= 100
+    assert embedder["documents_reused"] + embedder["documents_embedded"] == read(out, "embeddings").num_rows
+    old = dict(zip(read(first, "embeddings").column("id").to_pylist(), read(first, "embeddings").column("vector").to_pylist()))
+    new = read(out, "embeddings").to_pylist()
+    same = sum(row["vector"] == old.get(row["id"]) for row in new)
+    assert same == embedder["documents_reused"]
+    with pytest.raises(ConfigError, match="order.embed.reuse"):
+        run_job(order_job(tmp_path / "in", tmp_path / "x", order__embed__reuse=str(tmp_path / "in")))

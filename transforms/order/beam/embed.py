@@ -20,6 +20,7 @@ from apache_beam.utils import shared
 
 from corpusmill.schemas.config import EmbedSectionConfig
 from corpusmill.transforms.common import METRICS_NAMESPACE, document_keys, key_collisions
+from corpusmill.transforms.order.beam.reuse import StoredEmbeddings, take_stored
 from corpusmill.transforms.order.embedders import DocumentFrequencies, Idf, LexicalConfig, document_frequencies, load_embedder
 
 
@@ -32,6 +33,7 @@ class EmbeddedShard(NamedTuple):
         vectors: float32 (m, d) L2-normalised (zero rows for texts without features).
         lengths: int64 (m,) UTF-8 bytes of each text (the semantic keep policy).
         timestamps: int64 (m,) microseconds, -1 when unknown.
+        text_hashes: int64 (m,) xxh3-64 of each text (a stored vector is reused only for the same text).
     """
 
     keys: np.ndarray
@@ -39,6 +41,7 @@ class EmbeddedShard(NamedTuple):
     vectors: np.ndarray
     lengths: np.ndarray
     timestamps: np.ndarray
+    text_hashes: np.ndarray
 
 
 class KeyCollisionError(RuntimeError):
@@ -93,7 +96,13 @@ class _EmbedShardDoFn(beam.DoFn):
         return self._handle.acquire(load, tag=tag).embedder
 
     def process(self, element, idf):
-        shard, table = element
+        shard, value = element
+        if isinstance(value, dict):  # joined with the reused snapshot's vectors
+            if not value["docs"]:
+                return
+            table, stored = value["docs"][0], list(value["stored"])
+        else:
+            table, stored = value, []
         started = time.perf_counter()
         embedder = self._embedder(idf)
         ids = table.column("id")
@@ -104,15 +113,22 @@ class _EmbedShardDoFn(beam.DoFn):
             other = int(np.flatnonzero(keys == keys[row])[0])
             raise KeyCollisionError(f"document ids {ids[other].as_py()!r} and {ids[row].as_py()!r} share the "
                                     "64-bit key the order stage names documents by; rename one")
-        vectors = embedder.embed(table.column("text").to_pylist())
+        texts = table.column("text").to_pylist()
+        text_hashes = document_keys(texts)
+        found, reused = take_stored(keys, text_hashes, stored, int(embedder.dim))
+        vectors = np.zeros((len(texts), int(embedder.dim)), dtype=np.float32)
+        vectors[found] = reused
+        if not found.all():
+            vectors[~found] = embedder.embed([t for t, f in zip(texts, found) if not f])
         lengths = pc.binary_length(pc.cast(table.column("text"), pa.binary())).to_numpy(zero_copy_only=False)
         stamps = pc.cast(table.column("timestamp"), pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
         self._documents.inc(table.num_rows)
         self._time.inc(int((time.perf_counter() - started) * 1000))
         yield beam.pvalue.TaggedOutput("info", {"spec": embedder.spec, "fingerprint": embedder.fingerprint,
-                                                "dim": int(embedder.dim)})
+                                                "dim": int(embedder.dim), "reused": int(found.sum()),
+                                                "embedded": int((~found).sum())})
         yield shard, EmbeddedShard(keys, np.asarray(ids.to_pylist(), dtype=object), vectors,
-                                   lengths.astype(np.int64), stamps.astype(np.int64))
+                                   lengths.astype(np.int64), stamps.astype(np.int64), text_hashes)
 
 
 def _frequencies(element, lexical: LexicalConfig):
@@ -130,12 +146,18 @@ class EmbedDocuments(beam.PTransform):
     Args:
         config: The ``order.embed`` section.
         lexical: The lexical embedder's hashing and projection parameters.
+        reuse: ``reuse.reuse_plan``'s result: stored vectors to take where
+            id and text match (None: embed every document).
+        num_shards: Shards of the documents (to key the stored vectors).
     """
 
-    def __init__(self, config: EmbedSectionConfig, lexical: LexicalConfig = LexicalConfig()):
+    def __init__(self, config: EmbedSectionConfig, lexical: LexicalConfig = LexicalConfig(),
+                 reuse: dict | None = None, num_shards: int = 1):
         super().__init__()
         self._config = config
         self._lexical = lexical
+        self._reuse = reuse
+        self._num_shards = num_shards
 
     def expand(self, shards):
         if self._config.model == "lexical":
@@ -147,7 +169,11 @@ class EmbedDocuments(beam.PTransform):
             )
         else:
             idf = shards.pipeline | "NoIdf" >> beam.Create([None])
-        embedded = shards | "Embed" >> beam.ParDo(
+        inputs = shards
+        if self._reuse is not None:
+            stored = shards.pipeline | "StoredEmbeddings" >> StoredEmbeddings(self._reuse, self._num_shards)
+            inputs = {"docs": shards, "stored": stored} | "JoinStoredEmbeddings" >> beam.CoGroupByKey()
+        embedded = inputs | "Embed" >> beam.ParDo(
             _EmbedShardDoFn(self._config, self._lexical, shared.Shared()), beam.pvalue.AsSingleton(idf)
         ).with_outputs("info", main="embedded")
         return embedded.embedded, embedded.info

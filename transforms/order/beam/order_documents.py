@@ -32,6 +32,7 @@ from corpusmill.transforms.order.beam.embed import EmbedDocuments
 from corpusmill.transforms.order.beam.graph import KnnGraph
 from corpusmill.transforms.order.beam.lookup import LookupByKey, Owned, lookup
 from corpusmill.transforms.order.beam.place import PlaceDocuments
+from corpusmill.transforms.order.beam.reuse import reuse_plan
 from corpusmill.transforms.order.beam.quality import finish_quality, graph_sums, shard_sums
 from corpusmill.transforms.order.beam.semantic import SemanticDedup
 from corpusmill.transforms.order.beam.traverse import TraversePartitions
@@ -42,6 +43,7 @@ from corpusmill.transforms.stage import StageContext, StageResult
 EMBEDDINGS = OutputSpec("embeddings", pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("vector", pa.list_(pa.float32()), nullable=False),
+    pa.field("text_hash", pa.int64(), nullable=False),  # xxh3-64 of the text: reuse only for the same text
 ]), ("id",))
 NEIGHBORS = OutputSpec("neighbors", pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -62,8 +64,8 @@ def embeddings_table(element):
     shard, embedded = element
     m, d = embedded.vectors.shape
     vectors = _ragged(embedded.vectors.ravel(), np.full(m, d, dtype=np.int64), pa.float32())
-    return shard, pa.table({"id": pa.array(embedded.ids.tolist(), pa.string()), "vector": vectors},
-                           schema=EMBEDDINGS.schema)
+    return shard, pa.table({"id": pa.array(embedded.ids.tolist(), pa.string()), "vector": vectors,
+                            "text_hash": pa.array(embedded.text_hashes, pa.int64())}, schema=EMBEDDINGS.schema)
 
 
 def neighbors_table(element):
@@ -82,10 +84,15 @@ def neighbors_table(element):
 
 
 def _stats(plan: dict, recall: dict, quality: dict, info: list[dict], contexts: list[dict],
-           semantic: list[dict], config: OrderConfig) -> dict:
-    embedder = info[0] if info else {"spec": config.embed.model, "fingerprint": None, "dim": None}
+           semantic: list[dict], config: OrderConfig, reuse: dict | None) -> dict:
+    embedder = {k: v for k, v in info[0].items() if k not in ("reused", "embedded")} if info else {
+        "spec": config.embed.model, "fingerprint": None, "dim": None}
     if any(i["fingerprint"] != embedder["fingerprint"] for i in info):
         raise RuntimeError("shards were embedded by embedders with different fingerprints")
+    embedder["documents_embedded"] = sum(i["embedded"] for i in info)
+    embedder["documents_reused"] = sum(i["reused"] for i in info)
+    if reuse is not None:
+        embedder["reused_from"] = {k: reuse[k] for k in ("snapshot", "manifest_sha256", "embedder")}
     return {"embedder": embedder, "knn": {**plan, "recall": recall}, "traversal": config.traversal,
             "quality": quality, "contexts": contexts[0] if contexts else None,
             "semantic_dedup": semantic[0] if semantic else {"enabled": False}}
@@ -115,11 +122,12 @@ class OrderDocuments(beam.PTransform):
 
     @staticmethod
     def check(config: OrderConfig) -> None:
-        """The embedder's model and the contexts' tokenizer must be loadable here."""
+        """The embedder's model and the contexts' tokenizer must be loadable here, a reused snapshot usable."""
         if config.contexts.enabled:
             problem = tokenizer_problem(config.contexts.tokenizer)
             if problem:
                 raise ConfigError("order.contexts.tokenizer", problem)
+        reuse_plan(config.embed)
         model = config.embed.model
         if model.startswith("st:"):
             try:
@@ -138,7 +146,8 @@ class OrderDocuments(beam.PTransform):
         n = context.num_shards
         count = docs | "CountDocuments" >> beam.Map(lambda e: e[1].num_rows) | "SumDocuments" >> beam.CombineGlobally(sum)
         plan = count | "KnnPlan" >> beam.Map(lambda documents, knn: knn_plan(knn, documents), config.knn)
-        embedded, info = docs | "EmbedDocuments" >> EmbedDocuments(config.embed)
+        reuse = reuse_plan(config.embed)
+        embedded, info = docs | "EmbedDocuments" >> EmbedDocuments(config.embed, reuse=reuse, num_shards=n)
         graph = embedded | "KnnGraph" >> KnnGraph(config.knn, n, plan)
         kept, kept_graph, duplicates, drops, semantic = embedded, graph["graph"], None, None, []
         if config.semantic_dedup.enabled:
@@ -178,5 +187,5 @@ class OrderDocuments(beam.PTransform):
             _stats, beam.pvalue.AsSingleton(graph["recall"]), beam.pvalue.AsSingleton(quality),
             beam.pvalue.AsList(info),
             beam.pvalue.AsList(contexts[0]) if contexts else [],
-            beam.pvalue.AsList(semantic[0]) if semantic else [], config)
+            beam.pvalue.AsList(semantic[0]) if semantic else [], config, reuse)
         return StageResult(placed, duplicates, tuple(written) | "AllOrderShards" >> beam.Flatten(), stats)
