@@ -4,9 +4,11 @@ An ``Embedder`` turns texts into float32 rows of unit L2 norm; the kNN graph
 compares documents by the inner product of these rows. Two kinds exist:
 
 * ``lexical`` (the default, ``corpusmill.transforms.order.lexical``): hashed
-  sublinear TF-IDF of word unigrams and bigrams, sparsely projected. No model,
+  sublinear TF-IDF of word unigrams and bigrams, projected. No model,
   deterministic to the byte, thousands of documents per second per core. Its
-  IDF comes from document frequencies the pipeline counts first.
+  IDF comes from document frequencies the pipeline counts first, and its
+  projection (a PCA of wide sketches, ``corpusmill.transforms.order.projection``)
+  is fitted on a sample next; without one it projects sparsely (coarser).
 * ``st:<model>`` (``corpusmill.transforms.order.transformer``): a
   sentence-transformers model from a local folder (``st:/models/minilm``) or a
   hub name (``st:sentence-transformers/all-MiniLM-L6-v2``, which needs the
@@ -30,13 +32,14 @@ from corpusmill.transforms.order.lexical import (
     LexicalEmbedder,
     document_frequencies,
 )
+from corpusmill.transforms.order.projection import Projection
 
 DEFAULT_SPEC = "lexical"
 SENTENCE_TRANSFORMERS_PREFIX = "st:"
 
 __all__ = [
     "DEFAULT_SPEC", "DocumentFrequencies", "Embedder", "Idf", "LexicalConfig", "LexicalEmbedder",
-    "document_frequencies", "load_embedder",
+    "Projection", "document_frequencies", "load_embedder",
 ]
 
 
@@ -74,8 +77,8 @@ class Embedder(Protocol):
 
 
 def load_embedder(spec: str = DEFAULT_SPEC, device: str = "auto", *, idf: Idf | None = None,
-                  lexical: LexicalConfig | None = None, max_seq_length: int = 256,
-                  batch_size: int = 64) -> Embedder:
+                  lexical: LexicalConfig | None = None, projection: Projection | None = None,
+                  max_seq_length: int = 256, batch_size: int = 64) -> Embedder:
     """Builds the embedder a spec names.
 
     Args:
@@ -85,6 +88,8 @@ def load_embedder(spec: str = DEFAULT_SPEC, device: str = "auto", *, idf: Idf | 
         idf: IDF of the corpus or a sample, for ``lexical``; None weighs every
             feature 1 (plain sublinear TF).
         lexical: Hashing and projection parameters for ``lexical``.
+        projection: The fitted projection for ``lexical`` (``Projection.fit``
+            on ``LexicalEmbedder.raw`` of a sample); None projects sparsely.
         max_seq_length: Tokens embedded per document, for ``st``.
         batch_size: Texts per forward pass, for ``st``.
 
@@ -96,10 +101,10 @@ def load_embedder(spec: str = DEFAULT_SPEC, device: str = "auto", *, idf: Idf | 
         ImportError: For ``st:`` without sentence-transformers installed.
     """
     if spec == "lexical":
-        return LexicalEmbedder(lexical or LexicalConfig(), idf)
+        return LexicalEmbedder(lexical or LexicalConfig(), idf, projection)
     if spec.startswith(SENTENCE_TRANSFORMERS_PREFIX) and len(spec) > len(SENTENCE_TRANSFORMERS_PREFIX):
-        if idf is not None or lexical is not None:
-            raise ValueError("idf and lexical apply to the lexical embedder only")
+        if idf is not None or lexical is not None or projection is not None:
+            raise ValueError("idf, lexical and projection apply to the lexical embedder only")
         try:
             from corpusmill.transforms.order.transformer import SentenceTransformerEmbedder
 
