@@ -375,6 +375,29 @@ def _nb_document_frequencies(data, offsets, word_table, seed, mask, bigrams, df)
             slots[order[u]] = -1
 
 
+@numba.njit(cache=True, nogil=True)
+def _nb_tfidf(data, offsets, word_table, seed, mask, bigrams, idf, indptr, buckets, weights):
+    """The weighted features (nonzero weights only) of each document, CSR, buckets ascending."""
+    features, slots, tallies, order = _scratch(offsets, bigrams)
+    filled = 0
+    for doc in range(offsets.shape[0] - 1):
+        count = _features(data, offsets[doc], offsets[doc + 1], word_table, seed, mask, bigrams, features)
+        distinct = _distinct(features, count, slots, tallies, order)
+        start = filled
+        for u in range(distinct):
+            slot = order[u]
+            weight = (1.0 + math.log(tallies[slot])) * np.float64(idf[slots[slot]])
+            if weight != 0.0:
+                buckets[filled] = slots[slot]
+                weights[filled] = weight
+                filled += 1
+            slots[slot] = -1
+        by_bucket = np.argsort(buckets[start:filled])
+        buckets[start:filled] = buckets[start:filled][by_bucket]
+        weights[start:filled] = weights[start:filled][by_bucket]
+        indptr[doc + 1] = filled
+
+
 # --- Python side ------------------------------------------------------------------------
 
 
@@ -602,6 +625,24 @@ class LexicalEmbedder:
             _nb_embed(*_kernel_arguments(texts, self.config), self._weights, self.config.nonzeros_per_bucket,
                       self.config.sketch_dim, _NO_COMPONENTS, _NO_OFFSET, out)
         return out
+
+    def tfidf(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The exact weighted features every projection approximates: the oracle for recall.
+
+        Returns:
+            CSR arrays ``(indptr, buckets, weights)``: int64 (n + 1,), int64
+            bucket ids ascending within each row, float64 ``(1 + log tf) *
+            idf`` (zero weights left out), rows not normalised. Their cosines
+            are what ``embed``'s inner products estimate.
+        """
+        data, offsets, *rest = _kernel_arguments(texts, self.config)
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        # A document of L bytes has at most (L + 1) // 2 words and as many bigrams.
+        capacity = int(offsets[-1]) + 2 * len(texts)
+        buckets, weights = np.empty(capacity, np.int64), np.empty(capacity, np.float64)
+        if len(texts):
+            _nb_tfidf(data, offsets, *rest, self._weights, indptr, buckets, weights)
+        return indptr, buckets[:indptr[-1]].copy(), weights[:indptr[-1]].copy()
 
     def fit_projection(self, sample_texts: Sequence[str]) -> "LexicalEmbedder":
         """This embedder with a projection fitted on the sketches of ``sample_texts`` (one process)."""

@@ -184,6 +184,17 @@ def test_unfitted_embedding_is_the_reference(texts, idf, config):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
+def test_tfidf_is_the_reference(texts, idf):
+    sample = TRICKY + texts[:40]
+    indptr, buckets, weights = LexicalEmbedder(LexicalConfig(), idf).tfidf(sample)
+    assert indptr.shape == (len(sample) + 1,) and indptr[0] == 0
+    for i, text in enumerate(sample):
+        expected = {b: w for b, w in reference_tfidf(text, LexicalConfig(), idf).items() if w}
+        row = slice(indptr[i], indptr[i + 1])
+        assert buckets[row].tolist() == sorted(expected)
+        np.testing.assert_allclose(weights[row], [expected[b] for b in sorted(expected)], rtol=1e-12)
+
+
 def test_raw_is_the_wide_sketch(texts, small_projected):
     sample = TRICKY + texts[:40]
     expected = np.stack([reference_embedding(t, SMALL, small_projected.idf, SMALL.sketch_dim) for t in sample])
