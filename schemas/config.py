@@ -350,6 +350,10 @@ class EmbedSectionConfig:
         device: ``auto`` (cuda where torch sees one), ``cpu`` or ``cuda``; st only.
         max_tokens: Tokens embedded per document (its first ones), st only.
         batch_size: Texts per forward pass, st only.
+        projection_sample: lexical only: documents (chosen by id hash) the
+            projection to ``dim`` coordinates is fitted on (a PCA of a wide
+            sketch; the sample's sketches are held by one worker, 16 KiB each);
+            0 keeps the unfitted sparse projection.
         reuse: A complete corpusmill snapshot made with the same model whose
             ``embeddings/`` are taken for documents with the same id and text
             (the rest are embedded); empty embeds everything.
@@ -359,6 +363,7 @@ class EmbedSectionConfig:
     device: str = choices("auto", "cpu", "cuda", default="auto")
     max_tokens: int = bounded(256, 2, 8192)
     batch_size: int = bounded(256, 1, 65536)
+    projection_sample: int = bounded(16384, 0, 1_000_000)
     reuse: str = ""
 
 

@@ -16,6 +16,7 @@ from corpusmill.schemas.config import ConfigError, load_job
 from corpusmill.transforms.common import document_keys
 from corpusmill.transforms.decompose.tokenizer import load_tokenizer
 from corpusmill.transforms.order import knn_graph, traversal
+from corpusmill.transforms.order.lexical_fit import fit_lexical_embedder
 
 NUM_DOCS = 260
 # Non-ASCII and degenerate documents beside the real ones: no word at all, one word, CJK, Cyrillic.
@@ -97,6 +98,20 @@ def test_order_is_the_kernels_traversal_of_the_exact_graph(exact_run):
         want = [ids[j] for j in neighbors[i] if j >= 0]
         assert row["neighbor_ids"] == want
         assert np.allclose(row["scores"], scores[i][: len(want)])
+
+
+def test_embeddings_are_the_kernels_fit_of_the_corpus(exact_run):
+    out, manifest = exact_run
+    docs = read(out, "docs")
+    texts = dict(zip(docs.column("id").to_pylist(), docs.column("text").to_pylist()))
+    ids = list(texts)
+    embedder = fit_lexical_embedder([texts[i] for i in ids], document_keys(ids))
+    assert embedder.projection is not None
+    stored = dict(zip(read(out, "embeddings").column("id").to_pylist(),
+                      read(out, "embeddings").column("vector").to_pylist()))
+    expected = embedder.embed([texts[i] for i in ids])
+    assert np.array_equal(np.array([stored[i] for i in ids], dtype=np.float32), expected)
+    assert manifest["order"]["embedder"]["fingerprint"] == embedder.fingerprint
 
 
 def test_quality_beats_natural_and_random_and_stays_under_the_bound(exact_run):

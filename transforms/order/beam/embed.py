@@ -22,6 +22,8 @@ from corpusmill.schemas.config import EmbedSectionConfig
 from corpusmill.transforms.common import METRICS_NAMESPACE, document_keys, key_collisions
 from corpusmill.transforms.order.beam.reuse import StoredEmbeddings, take_stored
 from corpusmill.transforms.order.embedders import DocumentFrequencies, Idf, LexicalConfig, document_frequencies, load_embedder
+from corpusmill.transforms.order.lexical import LexicalEmbedder
+from corpusmill.transforms.order.lexical_fit import idf_of, projection_of, sketch_sample
 
 
 class EmbeddedShard(NamedTuple):
@@ -72,8 +74,14 @@ class _FrequenciesCombineFn(beam.CombineFn):
         return accumulator
 
 
-def _idf(frequencies: DocumentFrequencies | None, lexical: LexicalConfig) -> Idf | None:
-    return None if frequencies is None else Idf.from_document_frequencies(frequencies, lexical.hash_bits)
+def _sketches(element, idf: Idf | None, documents: int, lexical: LexicalConfig, wanted: int):
+    _, table = element
+    if table.num_rows:
+        keys = document_keys(table.column("id"))
+        piece = sketch_sample(keys, table.column("text").to_pylist(), LexicalEmbedder(lexical, idf), wanted,
+                              documents)
+        if piece is not None:
+            yield piece
 
 
 class _EmbedShardDoFn(beam.DoFn):
@@ -84,18 +92,20 @@ class _EmbedShardDoFn(beam.DoFn):
         self._documents = Metrics.counter(METRICS_NAMESPACE, "order_embedded_documents")
         self._time = Metrics.counter(METRICS_NAMESPACE, "time_order_embed_ms")
 
-    def _embedder(self, idf: Idf | None):
+    def _embedder(self, idf: Idf | None, projection):
         config = self._config
         if config.model == "lexical":
-            tag = f"lexical|{idf.fingerprint if idf is not None else 'none'}"
-            load = lambda: _Holder(load_embedder("lexical", idf=idf, lexical=self._lexical))  # noqa: E731
+            tag = (f"lexical|{idf.fingerprint if idf is not None else 'none'}"
+                   f"|{projection.fingerprint if projection is not None else 'none'}")
+            load = lambda: _Holder(load_embedder("lexical", idf=idf, lexical=self._lexical,  # noqa: E731
+                                                 projection=projection))
         else:
             tag = f"{config.model}|{config.device}|{config.max_tokens}|{config.batch_size}"
             load = lambda: _Holder(load_embedder(config.model, config.device, max_seq_length=config.max_tokens,  # noqa: E731
                                                  batch_size=config.batch_size))
         return self._handle.acquire(load, tag=tag).embedder
 
-    def process(self, element, idf):
+    def process(self, element, idf, projection):
         shard, value = element
         if isinstance(value, dict):  # joined with the reused snapshot's vectors
             if not value["docs"]:
@@ -104,7 +114,7 @@ class _EmbedShardDoFn(beam.DoFn):
         else:
             table, stored = value, []
         started = time.perf_counter()
-        embedder = self._embedder(idf)
+        embedder = self._embedder(idf, projection)
         ids = table.column("id")
         keys = document_keys(ids)
         clash = key_collisions(keys)
@@ -145,15 +155,17 @@ class EmbedDocuments(beam.PTransform):
 
     Args:
         config: The ``order.embed`` section.
+        documents: Singleton PCollection of the document count (the sample's size).
         lexical: The lexical embedder's hashing and projection parameters.
         reuse: ``reuse.reuse_plan``'s result: stored vectors to take where
             id and text match (None: embed every document).
         num_shards: Shards of the documents (to key the stored vectors).
     """
 
-    def __init__(self, config: EmbedSectionConfig, lexical: LexicalConfig = LexicalConfig(),
+    def __init__(self, config: EmbedSectionConfig, documents, lexical: LexicalConfig = LexicalConfig(),
                  reuse: dict | None = None, num_shards: int = 1):
         super().__init__()
+        self._documents = documents
         self._config = config
         self._lexical = lexical
         self._reuse = reuse
@@ -165,15 +177,23 @@ class EmbedDocuments(beam.PTransform):
                 shards
                 | "CountDocumentFrequencies" >> beam.FlatMap(_frequencies, self._lexical)
                 | "MergeDocumentFrequencies" >> beam.CombineGlobally(_FrequenciesCombineFn())
-                | "InverseDocumentFrequencies" >> beam.Map(_idf, self._lexical)
+                | "InverseDocumentFrequencies" >> beam.Map(idf_of, self._lexical)
+            )
+            projection = (
+                shards
+                | "SketchSample" >> beam.FlatMap(_sketches, beam.pvalue.AsSingleton(idf),
+                                                 beam.pvalue.AsSingleton(self._documents), self._lexical,
+                                                 self._config.projection_sample)
+                | "GatherSketches" >> beam.combiners.ToList()
+                | "FitProjection" >> beam.Map(projection_of, self._lexical.dim)
             )
         else:
-            idf = shards.pipeline | "NoIdf" >> beam.Create([None])
+            idf = projection = shards.pipeline | "NoIdf" >> beam.Create([None])
         inputs = shards
         if self._reuse is not None:
             stored = shards.pipeline | "StoredEmbeddings" >> StoredEmbeddings(self._reuse, self._num_shards)
             inputs = {"docs": shards, "stored": stored} | "JoinStoredEmbeddings" >> beam.CoGroupByKey()
         embedded = inputs | "Embed" >> beam.ParDo(
-            _EmbedShardDoFn(self._config, self._lexical, shared.Shared()), beam.pvalue.AsSingleton(idf)
-        ).with_outputs("info", main="embedded")
+            _EmbedShardDoFn(self._config, self._lexical, shared.Shared()), beam.pvalue.AsSingleton(idf),
+            beam.pvalue.AsSingleton(projection)).with_outputs("info", main="embedded")
         return embedded.embedded, embedded.info

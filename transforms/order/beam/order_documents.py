@@ -147,7 +147,8 @@ class OrderDocuments(beam.PTransform):
         count = docs | "CountDocuments" >> beam.Map(lambda e: e[1].num_rows) | "SumDocuments" >> beam.CombineGlobally(sum)
         plan = count | "KnnPlan" >> beam.Map(lambda documents, knn: knn_plan(knn, documents), config.knn)
         reuse = reuse_plan(config.embed)
-        embedded, info = docs | "EmbedDocuments" >> EmbedDocuments(config.embed, reuse=reuse, num_shards=n)
+        embedded, info = docs | "EmbedDocuments" >> EmbedDocuments(config.embed, count, reuse=reuse,
+                                                                   num_shards=n)
         graph = embedded | "KnnGraph" >> KnnGraph(config.knn, n, plan)
         kept, kept_graph, duplicates, drops, semantic = embedded, graph["graph"], None, None, []
         if config.semantic_dedup.enabled:
