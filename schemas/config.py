@@ -362,7 +362,7 @@ class EmbedSectionConfig:
     model: str = "lexical"
     device: str = choices("auto", "cpu", "cuda", default="auto")
     max_tokens: int = bounded(256, 2, 8192)
-    batch_size: int = bounded(256, 1, 65536)
+    batch_size: int = bounded(1024, 1, 65536)
     projection_sample: int = bounded(16384, 0, 1_000_000)
     reuse: str = ""
 
