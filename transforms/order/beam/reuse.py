@@ -16,7 +16,6 @@ import json
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusmill.schemas import manifest as manifest_lib
