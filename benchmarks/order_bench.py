@@ -16,8 +16,9 @@ Sections:
   against the yardstick's, embedding docs/s, exact kNN time, bytes per
   document, and the yardstick's quality of the ``paper`` and ``improved``
   orders of its exact graph.
-* ``scales`` (1x, 2x, 4x), with the default embedder (``LexicalConfig()``,
-  projection fitted on up to ``PROJECTION_SAMPLE`` documents): IDF, fit and
+* ``scales`` (1x, 2x, 4x), with the default embedder fitted as the stage fits
+  it (``lexical_fit.fit_lexical_embedder``: ``LexicalConfig()``, projection on
+  a key-chosen sample of up to ``PROJECTION_SAMPLE`` documents): IDF, fit and
   embedding time, exact and partitioned (``--partitions`` forced, ``nprobe``
   2) kNN build time, recall@10 of the partitioned graph against the exact one,
   partition refinement, and traversal time of ``paper`` and ``improved`` on the
@@ -25,8 +26,9 @@ Sections:
   all four orders: ``quality.ordering_quality`` in the embedding's own space,
   and the yardstick's.
 * ``kernels`` (largest scale): ``kernels_in_one_process``, every kernel of the
-  stage chained in one plain Python process (the reference the Beam stage is
-  held to, within 2x).
+  stage chained in one plain Python process as the stage chains them, timed
+  per phase, single partition and partitioned (``order_stage_bench.py`` holds
+  the Beam stage to within 2x of the single-partition chain).
 
 The yardstick is independent of the stage's embedding: scikit-learn
 ``TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)`` over the
@@ -152,16 +154,11 @@ class Yardstick:
 # The stage's kernels.
 
 
-def fitted_embedder(texts: Sequence[str], config=None, sample: int = PROJECTION_SAMPLE, seed: int = 0,
-                    fit_rows: np.ndarray | None = None, idf=None):
-    """The stage's embedder: IDF over every document, projection fitted on a seeded sample (or ``fit_rows``)."""
-    from corpusmill.transforms.order.lexical import Idf, LexicalConfig, LexicalEmbedder
+def fitted_embedder(texts: Sequence[str], config, fit_rows: np.ndarray):
+    """An embedder of ``config``: IDF over every document, projection fitted on the rows ``fit_rows``."""
+    from corpusmill.transforms.order.lexical import Idf, LexicalEmbedder
 
-    config = config or LexicalConfig()
-    idf = idf or Idf.fit(texts, config)
-    if fit_rows is None:
-        fit_rows = np.sort(np.random.default_rng(seed).choice(len(texts), min(sample, len(texts)), replace=False))
-    return LexicalEmbedder(config, idf).fit_projection([texts[i] for i in fit_rows])
+    return LexicalEmbedder(config, Idf.fit(texts, config)).fit_projection([texts[i] for i in fit_rows])
 
 
 def partitioned_order(embeddings: np.ndarray, graph, mode: str, num_partitions: int):
@@ -174,23 +171,25 @@ def partitioned_order(embeddings: np.ndarray, graph, mode: str, num_partitions: 
                                           mode=mode)
 
 
-def kernels_in_one_process(texts: Sequence[str], *, k: int = K, num_partitions: int = 1, nprobe: int = NPROBE,
-                           mode: str = "improved", projection_sample: int = PROJECTION_SAMPLE,
-                           seed: int = 0) -> dict[str, Any]:
-    """Every kernel of the order stage chained in one plain Python process: the Beam stage's reference.
+def kernels_in_one_process(ids: Sequence[str], texts: Sequence[str], *, k: int = K, num_partitions: int = 1,
+                           nprobe: int = NPROBE, mode: str = "improved",
+                           projection_sample: int = PROJECTION_SAMPLE, seed: int = 0) -> dict[str, Any]:
+    """Every kernel of the order stage chained in one plain Python process, timed per phase.
 
-    Document frequencies, IDF, projection fitted on a sample, embedding, the kNN
-    graph (exact for one partition, else partitioned with ``nprobe`` and refined
-    partitions), the traversal, positions. The Beam stage on the same texts and
-    parameters is held to within 2x of this one's seconds.
+    As the stage does it: rows in document-key order, the embedder fitted by
+    ``lexical_fit.fit_lexical_embedder`` (IDF over every document, projection
+    over a key-chosen sample), embedding, the kNN graph (exact for one
+    partition, else partitioned with ``nprobe``, then refined partitions), the
+    traversal, positions. ``benchmarks/order_stage_bench.py`` holds the Beam
+    stage to within 2x of the same chain (single partition, with contexts).
 
     Returns:
         ``seconds`` (total), ``phases`` (seconds per step) and ``position``
         (int64 per document, in the input order).
     """
+    from corpusmill.transforms.common import document_keys
     from corpusmill.transforms.order import knn_graph, traversal
-    from corpusmill.transforms.order.lexical import (DocumentFrequencies, Idf, LexicalConfig, LexicalEmbedder,
-                                                     document_frequencies)
+    from corpusmill.transforms.order.lexical_fit import fit_lexical_embedder
 
     phases, started = {}, time.perf_counter()
 
@@ -200,16 +199,12 @@ def kernels_in_one_process(texts: Sequence[str], *, k: int = K, num_partitions: 
         phases[name] = now - started
         started = now
 
-    config = LexicalConfig()
-    batches = [texts[i:i + 4096] for i in range(0, len(texts), 4096)]
-    frequencies = DocumentFrequencies.merge(document_frequencies(batch, config) for batch in batches)
-    idf = Idf.from_document_frequencies(frequencies, config.hash_bits, config.min_df)
-    lap("document_frequencies")
-    sample = np.sort(np.random.default_rng(seed).choice(len(texts), min(projection_sample, len(texts)),
-                                                        replace=False))
-    embedder = LexicalEmbedder(config, idf).fit_projection([texts[i] for i in sample])
-    lap("projection_fit")
-    embeddings = np.concatenate([embedder.embed(batch) for batch in batches])
+    keys = document_keys(list(ids))
+    by_key = np.argsort(keys, kind="stable")
+    embedder = fit_lexical_embedder(texts, keys, projection_sample=projection_sample)
+    lap("fit")
+    ordered = [texts[i] for i in by_key]
+    embeddings = np.concatenate([embedder.embed(ordered[i:i + 4096]) for i in range(0, len(ordered), 4096)])
     lap("embed")
     if num_partitions == 1:
         neighbors, scores = knn_graph.exact_knn(embeddings, k)
@@ -221,7 +216,7 @@ def kernels_in_one_process(texts: Sequence[str], *, k: int = K, num_partitions: 
         result = partitioned_order(embeddings, graph, mode, num_partitions)
     lap("traverse")
     position = np.empty(len(texts), dtype=np.int64)
-    position[result.order] = np.arange(len(texts))
+    position[by_key[result.order]] = np.arange(len(texts))
     lap("positions")
     return {"seconds": sum(phases.values()), "phases": phases, "position": position}
 
@@ -236,7 +231,8 @@ def exact_tfidf_neighbors(embedder, texts: Sequence[str]) -> np.ndarray:
     return sparse_top_k(_normalised_csr(indptr, buckets, weights, 1 << embedder.config.hash_bits), RECALL_K)[0]
 
 
-def measure_variants(texts: Sequence[str], yardstick: Yardstick, repeats: int) -> list[dict[str, Any]]:
+def measure_variants(texts: Sequence[str], yardstick: Yardstick, repeats: int,
+                     num_partitions: int) -> list[dict[str, Any]]:
     """Embedder variants at 1x: fidelity to exact TF-IDF kNN, cost, and the orders they give."""
     from corpusmill.transforms.order import knn_graph, traversal
     from corpusmill.transforms.order.lexical import Idf, LexicalConfig, LexicalEmbedder
@@ -264,6 +260,7 @@ def measure_variants(texts: Sequence[str], yardstick: Yardstick, repeats: int) -
         setup_seconds = time.perf_counter() - started
         embed_seconds, _, embeddings = timed(lambda: embedder.embed(texts), repeats)
         knn_seconds, _, (neighbors, scores) = timed(lambda: knn_graph.exact_knn(embeddings, K), repeats)
+        partitioned = knn_graph.partitioned_knn(embeddings, K, num_partitions, NPROBE, seed=0)
         held_out = ~half if fit == "half" else np.ones(n, dtype=bool)
         row = {
             "variant": name, "dim": config.dim, "fitted": fit is not None, "min_df": config.min_df,
@@ -273,6 +270,8 @@ def measure_variants(texts: Sequence[str], yardstick: Yardstick, repeats: int) -
             "recall_vs_exact_tfidf": knn_graph.recall_at_k(neighbors[held_out, :RECALL_K], oracle[held_out]),
             "recall_vs_yardstick": knn_graph.recall_at_k(neighbors[held_out, :RECALL_K],
                                                          yardstick.neighbors[held_out]),
+            "partitioned_recall_vs_exact": knn_graph.recall_at_k(partitioned.neighbors[:, :RECALL_K],
+                                                                 neighbors[:, :RECALL_K]),
         }
         for mode in ("paper", "improved"):
             row[mode] = yardstick.figures(traversal.traverse(neighbors, scores, embeddings, mode=mode).order)
@@ -283,11 +282,16 @@ def measure_variants(texts: Sequence[str], yardstick: Yardstick, repeats: int) -
     return rows
 
 
-def measure_scale(texts: Sequence[str], copies: int, repeats: int, num_partitions: int,
+def measure_scale(ids: Sequence[str], texts: Sequence[str], copies: int, repeats: int, num_partitions: int,
                   yardstick: Yardstick | None) -> dict[str, Any]:
-    """The default embedder and every kernel after it on one corpus size; quality figures with a yardstick."""
+    """The default embedder (fitted as the stage fits it) and every kernel after it on one corpus size.
+
+    Rows stay in id order (the natural order); the quality figures need a yardstick.
+    """
+    from corpusmill.transforms.common import document_keys
     from corpusmill.transforms.order import knn_graph, partitions, traversal
     from corpusmill.transforms.order.lexical import Idf
+    from corpusmill.transforms.order.lexical_fit import fit_lexical_embedder
     from corpusmill.transforms.order.quality import ordering_quality
 
     n = len(texts)
@@ -297,12 +301,13 @@ def measure_scale(texts: Sequence[str], copies: int, repeats: int, num_partition
     idf = Idf.fit(texts)
     row["idf_seconds"] = time.perf_counter() - started
     started = time.perf_counter()
-    embedder = fitted_embedder(texts, idf=idf)
-    row["projection_fit_seconds"] = time.perf_counter() - started
+    embedder = fit_lexical_embedder(texts, document_keys(list(ids)), projection_sample=PROJECTION_SAMPLE)
+    row["embedder_fit_seconds"] = time.perf_counter() - started
     row["projection_sample"] = embedder.projection.sample_rows
     row["projection_variance_kept"] = embedder.projection.explained_variance_ratio
     row["embed_seconds"], row["embed_seconds_runs"], embeddings = timed(lambda: embedder.embed(texts), repeats, warm)
     row["embed_docs_per_second"] = n / row["embed_seconds"]
+    row["embed_mb_per_second"] = row["text_mb"] / row["embed_seconds"]
     row["exact_knn_seconds"], row["exact_knn_seconds_runs"], (neighbors, scores) = timed(
         lambda: knn_graph.exact_knn(embeddings, K), repeats, warm)
     row["partitioned_knn_seconds"], row["partitioned_knn_seconds_runs"], graph = timed(
@@ -326,6 +331,8 @@ def measure_scale(texts: Sequence[str], copies: int, repeats: int, num_partition
         orders[(mode, "single")] = (single, neighbors, scores)
         orders[(mode, "partitioned")] = (parted, graph.neighbors, graph.scores)
     if yardstick is not None:
+        row["nprobe_sweep"] = nprobe_sweep(embeddings, neighbors, yardstick, repeats, num_partitions,
+                                           quality_single=yardstick.adjacent(orders[("improved", "single")][0].order))
         quality = {}
         for (mode, layout), (result, graph_neighbors, graph_scores) in orders.items():
             quality[f"{mode}/{layout}"] = {
@@ -342,11 +349,28 @@ def measure_scale(texts: Sequence[str], copies: int, repeats: int, num_partition
     return row
 
 
-def measure_kernels(texts: Sequence[str], repeats: int, num_partitions: int) -> dict[str, Any]:
+def nprobe_sweep(embeddings: np.ndarray, exact_neighbors: np.ndarray, yardstick: Yardstick, repeats: int,
+                 num_partitions: int, quality_single: float) -> list[dict[str, Any]]:
+    """Partitioned graph and ``improved`` order at nprobe 1..4: recall, build time, loss against one partition."""
+    from corpusmill.transforms.order import knn_graph
+
+    rows = []
+    for nprobe in (1, 2, 3, 4):
+        seconds, _, graph = timed(lambda: knn_graph.partitioned_knn(embeddings, K, num_partitions, nprobe, seed=0),
+                                  repeats, warm_up=False)
+        order = partitioned_order(embeddings, graph, "improved", num_partitions).order
+        rows.append({"nprobe": nprobe, "partitioned_knn_seconds": seconds,
+                     "recall_at_10": knn_graph.recall_at_k(graph.neighbors[:, :RECALL_K],
+                                                           exact_neighbors[:, :RECALL_K]),
+                     "improved_loss_vs_single": 1 - yardstick.adjacent(order) / quality_single})
+    return rows
+
+
+def measure_kernels(ids: Sequence[str], texts: Sequence[str], repeats: int, num_partitions: int) -> dict[str, Any]:
     """``kernels_in_one_process`` on one corpus, single partition and partitioned."""
     out = {"documents": len(texts)}
     for label, parts in (("single", 1), ("partitioned", num_partitions)):
-        runs = [kernels_in_one_process(texts, num_partitions=parts) for _ in range(repeats)]
+        runs = [kernels_in_one_process(ids, texts, num_partitions=parts) for _ in range(repeats)]
         out[label] = {"seconds": statistics.median(r["seconds"] for r in runs),
                       "seconds_runs": [round(r["seconds"], 3) for r in runs],
                       "phases": {p: statistics.median(r["phases"][p] for r in runs) for p in runs[0]["phases"]},
@@ -405,21 +429,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         corpus: dict[str, Any] = {"documents": len(texts), "yardstick_top1": yardstick.top1,
                                   "yardstick_natural": yardstick.natural}
         if "variants" in args.sections:
-            corpus["variants"] = measure_variants(texts, yardstick, args.repeats)
+            corpus["variants"] = measure_variants(texts, yardstick, args.repeats, args.partitions)
         if "scales" in args.sections:
             corpus["scales"] = []
             for copies in args.copies:
-                _, scaled = scaled_corpus(ids, texts, copies)
-                row = measure_scale(scaled, copies, args.repeats, args.partitions,
+                scaled_ids, scaled = scaled_corpus(ids, texts, copies)
+                row = measure_scale(scaled_ids, scaled, copies, args.repeats, args.partitions,
                                     yardstick if copies == 1 else None)
                 corpus["scales"].append(row)
                 print(f"  x{copies}: {row['documents']:,} docs, embed {row['embed_docs_per_second']:.0f} docs/s, "
                       f"recall {row['recall_at_10_partitioned_vs_exact']:.3f}, improved "
                       f"{row['traverse_improved_seconds']:.2f} s", flush=True)
         if "kernels" in args.sections:
-            _, scaled = scaled_corpus(ids, texts, max(args.copies))
+            scaled_ids, scaled = scaled_corpus(ids, texts, max(args.copies))
             corpus["kernels_in_one_process"] = {"copies": max(args.copies),
-                                                **measure_kernels(scaled, args.repeats, args.partitions)}
+                                                **measure_kernels(scaled_ids, scaled, args.repeats, args.partitions)}
         report["corpora"][name] = corpus
     report["machine"]["load_average_at_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -644,6 +644,7 @@ class LexicalEmbedder:
             _nb_tfidf(data, offsets, *rest, self._weights, indptr, buckets, weights)
         return indptr, buckets[:indptr[-1]].copy(), weights[:indptr[-1]].copy()
 
-    def fit_projection(self, sample_texts: Sequence[str]) -> "LexicalEmbedder":
+    def fit_projection(self, sample_texts: Sequence[str], seed: int = 0) -> "LexicalEmbedder":
         """This embedder with a projection fitted on the sketches of ``sample_texts`` (one process)."""
-        return LexicalEmbedder(self.config, self.idf, Projection.fit(self.raw(sample_texts), self.config.dim))
+        return LexicalEmbedder(self.config, self.idf,
+                               Projection.fit(self.raw(sample_texts), self.config.dim, seed))

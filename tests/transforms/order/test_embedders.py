@@ -29,6 +29,7 @@ from corpusmill.transforms.order.embedders import (
     load_embedder,
 )
 from corpusmill.transforms.order.knn_graph import exact_knn, recall_at_k
+from corpusmill.transforms.order.projection import OVERSAMPLE
 from corpusmill.transforms.order.transformer import whitespace_prefix
 
 MASK64 = (1 << 64) - 1
@@ -357,16 +358,22 @@ def test_projection_fit_is_deterministic_orthonormal_and_signed(texts, small_pro
     assert Projection.fit(with_zeros, SMALL.dim).fingerprint == first.fingerprint
 
 
-def test_projection_gram_and_covariance_paths_agree(texts, small_projected):
-    raw = small_projected.raw(texts)  # 1200 rows > 256 columns: covariance
-    few = raw[:200]                    # 200 rows < 256 columns: Gram matrix
-    by_gram = Projection.fit(few, SMALL.dim)
-    centred = few.astype(np.float64) - few.astype(np.float64).mean(axis=0)
+def test_randomised_fit_finds_the_exact_top_components(texts, small_projected):
+    raw = small_projected.raw(texts)
+    randomised = Projection.fit(raw, SMALL.dim)
+    # A sketch no wider than dim + OVERSAMPLE is decomposed exactly.
+    exact = Projection.fit(raw[:, :SMALL.dim + OVERSAMPLE], SMALL.dim)
+    centred = raw.astype(np.float64) - raw.astype(np.float64).mean(axis=0)
     values, vectors = np.linalg.eigh(centred.T @ centred)
     top = vectors[:, ::-1][:, :SMALL.dim]
-    # Same subspace, same directions up to the fixed sign.
-    np.testing.assert_allclose(np.abs(by_gram.components.T @ top), np.eye(SMALL.dim), atol=1e-4)
-    assert Projection.fit(raw, SMALL.dim).sample_rows == 1200
+    # The leading components are the exact ones (up to the fixed sign); all of
+    # them together keep 99% of the variance the exact ones keep.
+    cosines = np.abs(np.sum(randomised.components.astype(np.float64) * top, axis=0))
+    assert (cosines[:SMALL.dim // 2] > 0.99).all(), cosines
+    kept = np.sum(((centred @ randomised.components) ** 2)) / values[::-1][:SMALL.dim].sum()
+    assert kept > 0.99
+    assert exact.sketch_dim == SMALL.dim + OVERSAMPLE and 0 < exact.explained_variance_ratio <= 1
+    assert Projection.fit(raw, SMALL.dim, seed=1).fingerprint != randomised.fingerprint
 
 
 def test_projection_is_checked(texts, idf, small_projected):
