@@ -393,7 +393,7 @@ class KnnSectionConfig:
     exact_max_docs: int = bounded(200_000, 1, None)
     num_partitions: int = bounded(0, 0, 1_000_000)
     partition_docs: int = bounded(100_000, 2, None)
-    nprobe: int = bounded(2, 1, 1024)
+    nprobe: int = bounded(3, 1, 1024)
     train_per_partition: int = bounded(256, 1, 1_000_000)
     refine_rounds: int = bounded(3, 0, 20)
     recall_sample: int = bounded(1000, 0, 1_000_000)
