@@ -40,7 +40,7 @@ copies, adjacent copies dominate any order.
 
 Every timing is the median of ``--repeats`` runs in this process after one
 untimed warm-up run (numba compilation); faiss runs on ``--threads`` threads
-(default 1, so kNN times are per core), numba kernels on one. The machine is
+(default 1, so kNN times are per core), numba kernels and BLAS on one. The machine is
 shared (2 cores), so expect noise. Needs scikit-learn (the yardstick).
 
 Targets (issue 11, linux-doc 1x, lexical embedder): yardstick adjacent cosine
@@ -66,7 +66,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
+# One BLAS thread (before numpy loads): the times are per core, and OpenBLAS's
+# threaded LAPACK beside other work on a shared machine took the projection fit
+# from 4 s to 20 s (a 384 x 384 eigh from 0.03 s to 2 s).
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import numpy as np  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))

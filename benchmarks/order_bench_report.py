@@ -70,7 +70,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"(git {machine['git']}; {machine['nproc']} CPUs, {machine['cpu']}, shared with other work: load average "
         f"{machine['load_average_at_start'][0]:.1f} at start, {machine['load_average_at_end'][0]:.1f} at end; "
         f"Python {machine['python']}, numpy {machine['numpy']}, numba {machine['numba']}, faiss {machine['faiss']} "
-        f"on {machine['faiss_threads']} thread(s), scikit-learn {machine['sklearn']}). k = {report['k']}, "
+        f"on {machine['faiss_threads']} thread(s), BLAS on 1, scikit-learn {machine['sklearn']}). k = {report['k']}, "
         f"nprobe = {report['nprobe']}, {report['partitions']} forced partitions, projection fitted on up to "
         f"{report['projection_sample']:,} documents. Times are medians of {report['repeats']} runs.",
         "",
@@ -99,7 +99,7 @@ def markdown_report(report: dict[str, Any]) -> str:
                 "recall on the held-out half only (what a large corpus, fitted on a sample, gets). *Partitioned "
                 "recall*: recall@10 of the forced-partition graph (nprobe 2) against the same embedding's exact kNN. "
                 "Quality: the yardstick's figures of the order of each embedding's exact kNN graph (k = 20), one "
-                "partition. *setup s* includes the IDF and, for pca, the sketches of the sample and the fit. The "
+                "partition. *setup s* (one run) includes the IDF and, for pca, the sketches of the sample and the fit. The "
                 "first two rows are ceilings: Algorithm 1 (`paper`) on the exact sparse graphs themselves.",
                 "",
                 "| variant | bytes/doc | setup s | embed docs/s | exact kNN s | recall vs TF-IDF | recall vs yardstick "

@@ -376,6 +376,22 @@ def test_randomised_fit_finds_the_exact_top_components(texts, small_projected):
     assert Projection.fit(raw, SMALL.dim, seed=1).fingerprint != randomised.fingerprint
 
 
+def test_a_sample_smaller_than_dim_gives_zero_components(texts, small_projected):
+    raw = small_projected.raw(texts[:20])
+    raw = raw[raw.any(axis=1)]
+    projection = Projection.fit(raw, SMALL.dim)
+    centred = raw.astype(np.float64) - raw.astype(np.float64).mean(axis=0)
+    rank = np.linalg.matrix_rank(centred, tol=1e-6)  # < 20: some sample texts are near copies
+    assert 5 < rank < SMALL.dim
+    components = projection.components.astype(np.float64)
+    zero = ~components.any(axis=0)
+    assert zero.sum() == SMALL.dim - rank and not zero[:rank].any()
+    np.testing.assert_allclose(components[:, :rank].T @ components[:, :rank], np.eye(rank), atol=1e-5)
+    rows = LexicalEmbedder(SMALL, small_projected.idf, projection).embed(texts[:40])
+    np.testing.assert_allclose(np.linalg.norm(rows.astype(np.float64), axis=1), 1.0, atol=1e-5)
+    assert not rows[:, zero].any()
+
+
 def test_projection_is_checked(texts, idf, small_projected):
     raw = small_projected.raw(texts[:50])
     for bad in (0, SMALL.sketch_dim + 1):
