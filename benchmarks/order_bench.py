@@ -20,7 +20,7 @@ Sections:
   it (``lexical_fit.fit_lexical_embedder``: ``LexicalConfig()``, projection on
   a key-chosen sample of up to ``PROJECTION_SAMPLE`` documents): IDF, fit and
   embedding time, exact and partitioned (``--partitions`` forced, ``nprobe``
-  2) kNN build time, recall@10 of the partitioned graph against the exact one,
+  3) kNN build time, recall@10 of the partitioned graph against the exact one,
   partition refinement, and traversal time of ``paper`` and ``improved`` on the
   single-partition graph and on the partitions. At 1x, the quality figures of
   all four orders: ``quality.ordering_quality`` in the embedding's own space,
@@ -81,10 +81,11 @@ from order_bench_corpora import ensure_snapshots, read_kept, scaled_corpus  # no
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "order_bench.json"
 DEFAULT_DATA = Path("/work/bench-data")
+# The stage's defaults (schemas.config.OrderConfig).
 K = 20                      # order.knn.k
-NPROBE = 2                  # order.knn.nprobe
+NPROBE = 3                  # order.knn.nprobe
 RECALL_K = 10
-PROJECTION_SAMPLE = 16384   # documents the projection is fitted on (all, below this)
+PROJECTION_SAMPLE = 16384   # order.embed.projection_sample: documents the projection is fitted on
 TARGETS = {"of_top1": 0.75, "over_natural": 2.0, "partition_loss": 0.03, "recall": 0.95,
            "embed_docs_per_second": 2000}
 

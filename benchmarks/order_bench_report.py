@@ -97,7 +97,8 @@ def markdown_report(report: dict[str, Any]) -> str:
                 "Recall@10 of each embedding's exact kNN against exact kNN of the sparse hashed TF-IDF vectors "
                 "(`LexicalEmbedder.tfidf`, min_df 2) and against the yardstick's exact kNN; *fit on half* counts "
                 "recall on the held-out half only (what a large corpus, fitted on a sample, gets). *Partitioned "
-                "recall*: recall@10 of the forced-partition graph (nprobe 2) against the same embedding's exact kNN. "
+                f"recall*: recall@10 of the forced-partition graph (nprobe {report['nprobe']}) against the same "
+                "embedding's exact kNN. "
                 "Quality: the yardstick's figures of the order of each embedding's exact kNN graph (k = 20), one "
                 "partition. *setup s* (one run) includes the IDF and, for pca, the sketches of the sample and the fit. The "
                 "first two rows are ceilings: Algorithm 1 (`paper`) on the exact sparse graphs themselves.",
