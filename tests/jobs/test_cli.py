@@ -60,10 +60,12 @@ def test_missing_input_and_existing_output_are_usage_errors(tmp_path):
 
     source = tmp_path / "one.jsonl"
     source.write_text(json.dumps({"id": "a", "text": "one document"}) + "\n")
-    assert _run("run", "--input", str(source), "--output", "o", cwd=tmp_path).returncode == 0
-    again = _run("run", "--input", str(source), "--output", "o", cwd=tmp_path)
+    no_order = ("--set", "order.enabled=false")  # about exit codes, not the stage
+    assert _run("run", "--input", str(source), "--output", "o", *no_order, cwd=tmp_path).returncode == 0
+    again = _run("run", "--input", str(source), "--output", "o", *no_order, cwd=tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    assert _run("run", "--input", str(source), "--output", "o", "--overwrite", cwd=tmp_path).returncode == 0
+    assert _run("run", "--input", str(source), "--output", "o", "--overwrite", *no_order,
+                cwd=tmp_path).returncode == 0
 
 
 def test_one_stage_commands_switch_the_other_stage_off(tmp_path):
@@ -82,3 +84,9 @@ def test_one_stage_commands_switch_the_other_stage_off(tmp_path):
     decompose = json.loads((tmp_path / "t" / "manifest.json").read_text())
     assert decompose["counts"]["duplicates"] == 0 and decompose["decompose"]["input_tokens"] > 0
     assert (tmp_path / "t" / "buckets" / "len-00256").is_dir()
+    assert "order" not in dedup and "order" not in decompose
+
+    assert _run("order", "--input", str(source), "--output", "r", cwd=tmp_path).returncode == 0
+    order = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert "dedup" not in order and "decompose" not in order
+    assert order["order"]["quality"]["coverage"]["each_exactly_once"] and (tmp_path / "r" / "contexts").is_dir()

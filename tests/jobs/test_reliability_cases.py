@@ -24,8 +24,13 @@ from corpusmill.jobs.cli import main
 from corpusmill.transforms.io.beam.snapshot import snapshot_problems
 
 
+# These cases are about reading and accounting; the order stage (tested in
+# tests/transforms/order) adds seconds of fixed pipeline work to every run.
+NO_ORDER = ("--set", "order.enabled=false")
+
+
 def run_cli(*args: str) -> tuple[int, dict | None]:
-    code = main(["run", *args])
+    code = main(["run", *args, *NO_ORDER])
     out = Path(args[args.index("--output") + 1])
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else None
     return code, manifest
@@ -124,7 +129,7 @@ def test_a_fifo_is_rejected_without_being_opened(tmp_path):
     (folder / "y.jsonl").write_text('{"text":"a real doc"}\n')
     # A subprocess with a deadline: a hang must fail the test, not stall the suite.
     result = subprocess.run([sys.executable, "-m", "corpusmill.jobs.cli", "run", "--input", str(folder),
-                             "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+                             "--output", str(tmp_path / "out"), *NO_ORDER], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert accounted(manifest) and manifest["counts"]["rejected_by_reason"] == {"not_a_regular_file": 1}
@@ -149,7 +154,7 @@ def test_a_dead_sdk_worker_fails_the_run_instead_of_hanging(tmp_path):
     script = Path(sys.executable).parent / "corpusmill"
     if not script.exists():
         pytest.skip("needs the installed corpusmill console script")
-    result = subprocess.run([str(script), "run", "--input", "in", "--output", "out", "--",
+    result = subprocess.run([str(script), "run", "--input", "in", "--output", "out", *NO_ORDER, "--",
                              "--direct_num_workers=1", "--direct_running_mode=multi_processing"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert result.returncode == 1
