@@ -250,9 +250,10 @@ def measure_variants(texts: Sequence[str], yardstick: Yardstick, repeats: int,
     oracle_neighbors, oracle_scores = exact_tfidf_graph(LexicalEmbedder(LexicalConfig(), Idf.fit(texts)), texts)
     oracle = oracle_neighbors[:, :RECALL_K]
     # Ceilings: Algorithm 1 on the exact sparse graphs (no dense embedding for ``improved``).
-    rows = [{"variant": name, "paper": yardstick.figures(traversal.traverse(neighbors, scores, mode="paper").order)}
-            for name, (neighbors, scores) in (("exact hashed TF-IDF graph (the oracle)", (oracle_neighbors, oracle_scores)),
-                                              ("the yardstick's own exact graph", (yardstick.neighbors, yardstick.scores)))]
+    ceilings = {"exact hashed TF-IDF graph (the oracle)": (oracle_neighbors, oracle_scores),
+                "the yardstick's own exact graph": (yardstick.neighbors, yardstick.scores)}
+    rows = [{"variant": name, "paper": yardstick.figures(traversal.traverse(*graph, mode="paper").order)}
+            for name, graph in ceilings.items()]
     variants = [
         ("v1 default: sparse 256, min_df 1", LexicalConfig(min_df=1), None),
         ("sparse 256", LexicalConfig(), None),
@@ -417,7 +418,8 @@ def _parser() -> argparse.ArgumentParser:
                         choices=["variants", "scales", "kernels"])
     parser.add_argument("--partitions", type=int, default=16, help="forced partitions of the partitioned path")
     parser.add_argument("--threads", type=int, default=1, help="faiss threads")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where the corpora are built (outside the repo)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="where the corpora are built (outside the repository)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return parser
 

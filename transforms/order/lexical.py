@@ -28,12 +28,14 @@ How a document becomes a vector:
 
    * unfitted (no ``Projection``): the sketch with ``width = dim`` is the
      vector. It keeps cosines only to about ``1/sqrt(dim)``: on linux-doc,
-     recall@10 against exact TF-IDF kNN is 0.26 at 256 dimensions;
+     recall@10 against exact TF-IDF kNN is 0.27 at 256 dimensions;
    * fitted (the default path of the order stage): the sketch with ``width =
      sketch_dim`` (4096), centred and projected onto a PCA fitted on the
      sketches of a sample (``Projection``, from ``raw``), summed in float32 in
-     sketch-coordinate order, then L2-normalised: recall@10 0.52 at 256
-     dimensions, 0.57 at 512 (``benchmarks/results/order_bench.md``).
+     sketch-coordinate order, then L2-normalised: recall@10 0.51 at 256
+     dimensions with the projection fitted on the other half of the corpus,
+     0.58 fitted on all of it (512 dimensions: 0.57 and 0.63;
+     ``benchmarks/results/order_bench.md``).
 
    A document with no weighted feature gets a zero row.
 
