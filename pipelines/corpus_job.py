@@ -7,13 +7,14 @@ shard count, and publishing the snapshot only after the pipeline succeeded.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import datetime as dt
 import importlib.metadata
 import importlib.resources
 import logging
 import math
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -238,7 +239,10 @@ def _fail_on_dead_workers():
     def hook(args):
         if args.thread is not None and args.thread.name == "run_worker":
             died.append(args.exc_value)
-            _thread.interrupt_main()
+            # A real SIGINT, not _thread.interrupt_main(): only a signal wakes a main
+            # thread blocked in a lock or a gRPC wait, so the interrupt is seen at once
+            # (the simulated one waited for the next bytecode, which could be never).
+            os.kill(os.getpid(), signal.SIGINT)
         previous(args)
 
     threading.excepthook = hook

@@ -156,7 +156,7 @@ def test_a_dead_sdk_worker_fails_the_run_instead_of_hanging(tmp_path):
         pytest.skip("needs the installed corpusmill console script")
     result = subprocess.run([str(script), "run", "--input", "in", "--output", "out", *NO_ORDER, "--",
                              "--direct_num_workers=1", "--direct_running_mode=multi_processing"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=240)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=90)
     assert result.returncode == 1
     assert "SDK worker process died" in result.stderr and "shadowed standard library module" in result.stderr
     assert not (tmp_path / "out" / "_SUCCESS").exists()
