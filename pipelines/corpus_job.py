@@ -7,6 +7,7 @@ shard count, and publishing the snapshot only after the pipeline succeeded.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import datetime as dt
 import importlib.metadata
@@ -235,25 +236,41 @@ def _fail_on_dead_workers():
     """
     died: list[BaseException] = []
     previous = threading.excepthook
+    # A signal of our own, handled here: it wakes a main thread blocked in a lock or a
+    # gRPC wait at once, and works where SIGINT is ignored (a job started in the
+    # background inherits SIG_IGN for SIGINT, and Python then never raises
+    # KeyboardInterrupt). Off the main thread no handler can be set: interrupt_main.
+    in_main = threading.current_thread() is threading.main_thread()
+
+    def wake(signum, frame):
+        raise _WorkerDied()
+
+    previous_handler = signal.signal(signal.SIGUSR1, wake) if in_main else None
 
     def hook(args):
         if args.thread is not None and args.thread.name == "run_worker":
             died.append(args.exc_value)
-            # A real SIGINT, not _thread.interrupt_main(): only a signal wakes a main
-            # thread blocked in a lock or a gRPC wait, so the interrupt is seen at once
-            # (the simulated one waited for the next bytecode, which could be never).
-            os.kill(os.getpid(), signal.SIGINT)
+            if in_main:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            else:
+                _thread.interrupt_main()
         previous(args)
 
     threading.excepthook = hook
     try:
         yield
-    except KeyboardInterrupt:
+    except (_WorkerDied, KeyboardInterrupt):
         if died:
             raise WorkerDiedError(f"an SDK worker process died ({died[0]}); its own error is printed above") from None
         raise
     finally:
         threading.excepthook = previous
+        if in_main:
+            signal.signal(signal.SIGUSR1, previous_handler)
+
+
+class _WorkerDied(Exception):
+    """Raised in the main thread by the signal a dying SDK worker's thread sends."""
 
 
 def _run_pipeline(plan: JobPlan, options: PipelineOptions, staging: str):
