@@ -98,7 +98,8 @@ def finish_quality(summaries: list[dict], placement: dict, shards: list[dict], g
                       + sum(b["cosine"] >= near_duplicate for b in borders)) / pairs if pairs else None),
         },
         "jumps": {"count": max(paths - 1, 0), "rate": (max(paths - 1, 0) / pairs) if pairs else None,
-                  "path_lengths": _lengths_summary(lengths, n) if not any(b["knn_edge"] for b in borders)
-                  else {**_lengths_summary(lengths, n), "note": "paths cut at partition borders"}},
+                  "path_lengths": {**_lengths_summary(lengths, n),
+                                   **({"note": "paths cut at partition borders"}
+                                      if any(b["knn_edge"] for b in borders) else {})}},
         "partitions": {"count": len(summaries), "border_knn_edges": sum(b["knn_edge"] for b in borders)},
     }

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from corpusmill.schemas import manifest as manifest_lib
 from corpusmill.schemas.config import ConfigError, EmbedSectionConfig
-from corpusmill.transforms.common import shard_of_keys, split_by
+from corpusmill.transforms.common import document_keys, shard_of_keys, split_by
 from corpusmill.transforms.io.beam.files import exists, read_bytes
 from corpusmill.transforms.io.beam.snapshot import shard_problems
 
@@ -64,8 +64,6 @@ def reuse_plan(config: EmbedSectionConfig) -> dict | None:
 
 def read_stored(path: str, num_shards: int):
     """One embeddings file -> ``(shard, (keys, text hashes, vectors))`` per shard of this job."""
-    from corpusmill.transforms.common import document_keys
-
     table = pq.read_table(io.BytesIO(read_bytes(path)))
     if table.num_rows == 0:
         return
