@@ -256,9 +256,12 @@ class DecomposeConfig:
             ``cap`` cuts ``2^max_exp`` pieces.
         seed: Seed of the ``random`` draws (hashed with each document id).
         plus_one: Pieces hold ``2^k + 1`` tokens, the input/target shift included.
+        encoder: Which library encodes a ``tiktoken:`` spec: ``auto`` takes
+            bpe-openai where it gives tiktoken's exact tokens (cl100k_base,
+            o200k_base), else tiktoken; ``tiktoken`` or ``bpe-openai`` force one.
         tokenize_batch_docs: Documents encoded per tokenizer call; with the
             shard size it bounds a worker's memory.
-        num_threads: Tokenizer threads per worker; 0 uses one per CPU core.
+        num_threads: Tokenizer threads per worker (bpe-openai: processes); 0 uses one per CPU core.
         over: ``documents`` decomposes each document alone; ``order`` concatenates
             each path of the order stage's traversal (consecutive documents
             joined by kNN edges) first, so long buckets hold related documents.
@@ -274,6 +277,7 @@ class DecomposeConfig:
     mode: str = choices("random", "cap", default="random")
     seed: int = bounded(0, 0, 2**63 - 1)
     plus_one: bool = True
+    encoder: str = choices("auto", "tiktoken", "bpe-openai", default="auto")
     tokenize_batch_docs: int = bounded(256, 1, 1_000_000)
     num_threads: int = bounded(0, 0, 256)
     over: str = choices("documents", "order", default="documents")
@@ -290,6 +294,9 @@ class DecomposeConfig:
                 f"{self.tokenizer!r} must look like 'tiktoken:cl100k_base', "
                 "'hf:/path/to/tokenizer.json' or 'hf:org/name'",
             )
+        if self.encoder != "auto" and kind != "tiktoken":
+            raise ConfigError("decompose.encoder", f"{self.encoder!r} applies to tiktoken: tokenizers only; "
+                              f"use auto with {self.tokenizer!r}")
         if self.min_exp > self.max_exp:
             raise ConfigError(
                 "decompose.max_exp", f"{self.max_exp} is below min_exp {self.min_exp}; need min_exp <= max_exp"

@@ -53,6 +53,8 @@ class ShardDecomposeStats:
             that every shard used the same ones).
         tokenizer: Spec of the tokenizer used.
         curriculum: The curriculum to describe in the merged stats, if any.
+        encoder: The library that encoded (``Tokenizer.encoder``, e.g.
+            ``bpe-openai 0.1.4``); shards may differ, their tokens do not.
         documents: Documents decomposed.
         documents_without_pieces: Documents too short for any bucket (all of
             their tokens dropped).
@@ -69,6 +71,7 @@ class ShardDecomposeStats:
     config: DecomposeConfig
     tokenizer: str
     curriculum: CurriculumConfig | None = None
+    encoder: str | None = None
     documents: int = 0
     documents_without_pieces: int = 0
     input_tokens: int = 0
@@ -112,6 +115,7 @@ class ShardDecomposeStats:
             "kind": STATS_KIND,
             "shard": self.shard,
             "tokenizer": self.tokenizer,
+            "encoder": self.encoder,
             "decomposition": decomposition_params(self.config),
             "curriculum": _curriculum_dict(self.curriculum),
             "documents": self.documents,
@@ -195,7 +199,8 @@ def merge_decompose_stats(
             (none when they recorded none).
 
     Returns:
-        A JSON-ready dict: tokenizer, decomposition parameters, documents,
+        A JSON-ready dict: tokenizer, encoder (the shards' encoders joined by
+        `` + `` when they differ; None when no shard recorded one), decomposition parameters, documents,
         input/kept/dropped tokens and retention, a ``buckets`` table, the
         histograms, the packing metrics beside their concat-and-chunk
         baseline at ``2^max_exp`` (see the module docstring), and the summed
@@ -212,6 +217,8 @@ def merge_decompose_stats(
     def total(key: str) -> int:
         return sum(int(r[key]) for r in records)
 
+    # The encoder is not checked for consistency: every encoder gives the tokenizer's exact tokens.
+    encoders = sorted({r["encoder"] for r in records if r.get("encoder")})
     pieces = _summed(records, "pieces_per_bucket")
     pieces = {str(k): pieces.get(str(k), 0) for k in config.exponents}
     input_tokens, dropped_tokens = total("input_tokens"), total("dropped_tokens")
@@ -232,6 +239,7 @@ def merge_decompose_stats(
     }
     summary = {
         "tokenizer": first["tokenizer"],
+        "encoder": " + ".join(encoders) if encoders else None,
         "decomposition": dict(first["decomposition"]),
         "shards": len(records),
         "documents": total("documents"),

@@ -9,6 +9,7 @@ import pytest
 import tiktoken
 import tiktoken.load
 from corpusmill.transforms.decompose import tokenizer as tokenizer_module
+from corpusmill.transforms.decompose.bpe_openai_encoder import BpeOpenaiTokenizer
 from corpusmill.transforms.decompose.tokenizer import (
     HFTokenizer,
     TiktokenTokenizer,
@@ -22,10 +23,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
-def test_cl100k_loads_offline_with_known_ids(cl100k):
-    assert isinstance(cl100k, TiktokenTokenizer)
+@pytest.mark.parametrize("encoder, kind", [("tiktoken", TiktokenTokenizer), ("bpe-openai", BpeOpenaiTokenizer)])
+def test_cl100k_loads_offline_with_known_ids(encoder, kind):
+    cl100k = load_tokenizer("tiktoken:cl100k_base", encoder=encoder)
+    assert isinstance(cl100k, kind)
     assert isinstance(cl100k, Tokenizer)
     assert cl100k.name == "tiktoken:cl100k_base"
+    assert cl100k.encoder.startswith(f"{encoder} ")
     assert cl100k.eot_id == 100257
     assert cl100k.vocab_size == 100277
     # Ids published for cl100k_base; a wrong rank file or regex changes them.
@@ -34,8 +38,9 @@ def test_cl100k_loads_offline_with_known_ids(cl100k):
     assert ids.tolist() == [15339, 1917]
 
 
-def test_o200k_loads_offline_with_known_ids():
-    o200k = load_tokenizer("tiktoken:o200k_base")
+@pytest.mark.parametrize("encoder", ["tiktoken", "bpe-openai"])
+def test_o200k_loads_offline_with_known_ids(encoder):
+    o200k = load_tokenizer("tiktoken:o200k_base", encoder=encoder)
     assert o200k.eot_id == 199999
     assert o200k.vocab_size == 200019
     assert o200k.encode_batch(["hello world"])[0].tolist() == [24912, 2375]
@@ -87,7 +92,7 @@ def test_missing_encoding_error_says_how_to_fix(monkeypatch):
     tokenizer_module._load_tiktoken_encoding.cache_clear()
     try:
         with pytest.raises(RuntimeError, match="bpe-openai"):
-            load_tokenizer("tiktoken:cl100k_base")
+            load_tokenizer("tiktoken:cl100k_base", encoder="tiktoken")
     finally:
         tokenizer_module._load_tiktoken_encoding.cache_clear()
 
@@ -98,7 +103,8 @@ def test_round_trip_on_real_documents(cl100k, real_texts):
         assert cl100k.decode(ids) == text
 
 
-def test_threads_do_not_change_tokens(cl100k, real_texts):
+def test_threads_do_not_change_tokens(real_texts):
+    cl100k = load_tokenizer("tiktoken:cl100k_base", encoder="tiktoken")
     texts = real_texts[:40]
     single = TiktokenTokenizer(cl100k.encoding, cl100k.name, num_threads=1).encode_batch(texts)
     threaded = TiktokenTokenizer(cl100k.encoding, cl100k.name, num_threads=4).encode_batch(texts)

@@ -41,7 +41,13 @@ from corpusmill.transforms.decompose.stats import (
     curriculum_config,
     merge_decompose_stats,
 )
-from corpusmill.transforms.decompose.tokenizer import Tokenizer, encode_documents, load_tokenizer, tokenizer_problem
+from corpusmill.transforms.decompose.tokenizer import (
+    Tokenizer,
+    encode_document_batches,
+    encoder_problem,
+    load_tokenizer,
+    tokenizer_problem,
+)
 from corpusmill.transforms.io.beam.shards import WriteShards
 from corpusmill.transforms.io.shard_files import OutputSpec, ParquetOptions
 from corpusmill.transforms.stage import StageContext, StageResult
@@ -105,11 +111,10 @@ class _DecomposeShardDoFn(beam.DoFn):
         threads = config.num_threads or os.cpu_count() or 1
 
         def load() -> _SharedTokenizer:
-            return _SharedTokenizer(
-                load_tokenizer(config.tokenizer, num_threads=threads, eot_token=config.eot_token)
-            )
+            return _SharedTokenizer(load_tokenizer(config.tokenizer, num_threads=threads, eot_token=config.eot_token,
+                                                   encoder=config.encoder))
 
-        tag = f"{config.tokenizer}|{threads}|{config.eot_token}"
+        tag = f"{config.tokenizer}|{threads}|{config.eot_token}|{config.encoder}"
         self._tokenizer = self._shared_handle.acquire(load, tag=tag).tokenizer
 
     def _timed(self, stats: ShardDecomposeStats, step: str, started: float) -> float:
@@ -142,13 +147,18 @@ class _DecomposeShardDoFn(beam.DoFn):
         chains = config.over == "order"
         table = table.select(["id", "text", PATH_START] if chains else ["id", "text"])
         stats = ShardDecomposeStats(shard=shard, config=config, tokenizer=self._tokenizer.name,
-                                    curriculum=self._curriculum)
+                                    curriculum=self._curriculum, encoder=self._tokenizer.encoder)
         batches: dict[int, list[pa.RecordBatch]] = {k: [] for k in config.exponents}
         lengths = []
-        for start, stop in self._batches(table):
+        ranges = list(self._batches(table))
+        texts = (table.column("text").slice(start, stop - start).to_pylist() for start, stop in ranges)
+        # The tokenizer may encode the next batch while this one is cut (bpe-openai's
+        # worker processes): "tokenize" times the wait for each batch's tokens.
+        encoded = encode_document_batches(self._tokenizer, texts, config.append_eot)
+        for start, stop in ranges:
             started = time.perf_counter()
             chunk = table.slice(start, stop - start)
-            tokens = encode_documents(self._tokenizer, chunk.column("text").to_pylist(), config.append_eot)
+            tokens = next(encoded)
             started = self._timed(stats, "tokenize", started)
             ids = chunk.column("id").to_pylist()
             if chains:
@@ -222,10 +232,13 @@ class DecomposeDocuments(beam.PTransform):
 
     @staticmethod
     def check(config: DecomposeConfig) -> None:
-        """The tokenizer must be loadable here: a known tiktoken name, an existing file, or a Hub name."""
+        """The tokenizer must be loadable here (a known tiktoken name, an existing file, or a Hub name), and its encoder."""
         problem = tokenizer_problem(config.tokenizer)
         if problem:
             raise ConfigError("decompose.tokenizer", problem)
+        problem = encoder_problem(config.tokenizer, config.encoder)
+        if problem:
+            raise ConfigError("decompose.encoder", problem)
 
     @staticmethod
     def output_specs(config: DecomposeConfig, context: StageContext) -> list[OutputSpec]:
