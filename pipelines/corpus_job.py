@@ -27,6 +27,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
+from corpusmill.pipelines.local_runner import check_local_options, run_safely
 from corpusmill.pipelines.stages import StageEntry, enabled_stages, stage_folders
 from corpusmill.schemas import manifest as manifest_lib
 from corpusmill.schemas.config import ConfigError, JobConfig, to_dict
@@ -213,10 +214,16 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
 
     Beam's DirectRunner would first try to download the Prism runner binary,
     which fails on machines without network access.
+
+    Raises:
+        BeamOptionError: A local run asks for Beam's time-based data-plane
+            flush (``--experiments=data_buffer_time_limit_ms=N``), which loses
+            elements there (``corpusmill.pipelines.local_runner``).
     """
     options = PipelineOptions(list(beam_args))
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER
+    check_local_options(options)
     return options
 
 
@@ -278,8 +285,9 @@ def _run_pipeline(plan: JobPlan, options: PipelineOptions, staging: str):
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, plan, staging)
     with _fail_on_dead_workers():
-        result = pipeline.run()
-        result.wait_until_finish()
+        # Locally without Beam's time-based data-plane flush, which silently drops elements in
+        # multi_threading / multi_processing runs (the race: corpusmill.pipelines.local_runner).
+        result = run_safely(pipeline, options)
     if options.view_as(TestOptions).dry_run:
         return None
     if result.state != beam.runners.runner.PipelineState.DONE:
@@ -337,10 +345,10 @@ def run_job(config: JobConfig, beam_args: list[str] = (),
     """
     started = time.perf_counter()
     created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    options = pipeline_options(beam_args)  # a Beam option the run cannot honour stops it before anything is read
     plan = plan_job(config)
     out = plan.config.output.path.rstrip("/") or plan.config.output.path
     check_output_path(plan.config.output.path, plan.config.input.paths)
-    options = pipeline_options(beam_args)
     if options.view_as(TestOptions).dry_run:
         # Translation only: nothing is written, so nothing is locked or staged.
         _run_pipeline(plan, options, f"{out}/{snapshot.STAGING_PREFIX}dry-run")
