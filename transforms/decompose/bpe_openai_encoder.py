@@ -16,9 +16,9 @@ characters and results over 200,000 tokens, limits tiktoken does not have.
 On one core it encodes about 4-5 M tokens/s against tiktoken's 2-2.5 M; but
 unlike tiktoken it holds the GIL while it encodes, so threads add nothing
 (two threads are slower than one). Several cores are used through worker
-processes: a batch is cut into contiguous chunks of about equal characters,
-each encoded by a worker, and the chunks come back as one int32 array plus
-lengths. :meth:`BpeOpenaiTokenizer.encode_batches` keeps the next batch in
+processes: a batch is cut into contiguous chunks of about equal characters
+(``CHUNK_CHARS`` or fewer, at least one per worker), each encoded by a worker, and the chunks come back as one int32 array plus
+lengths. :meth:`BpeOpenaiTokenizer.encode_batches` keeps later batches in
 flight while the caller cuts the current one. Small batches and one-process
 tokenizers encode in the calling process; a pool that cannot start or dies
 falls back to that, with the same tokens.
@@ -26,6 +26,7 @@ falls back to that, with the same tokens.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import importlib.metadata
 import importlib.util
@@ -46,8 +47,13 @@ EXACT_ENCODINGS = ("cl100k_base", "o200k_base")
 # of work, where handing texts to a worker and back stops paying for itself.
 MIN_PARALLEL_CHARS = 256 * 1024
 
-# Chunks per worker process per batch: more chunks balance uneven documents.
-CHUNKS_PER_PROCESS = 2
+# Characters a worker encodes per message (about 50-100 ms of work): large enough
+# that the handing over (which needs the GIL) is rare, small enough to balance.
+CHUNK_CHARS = 512 * 1024
+
+# Characters submitted ahead per worker by encode_batches, so that workers never
+# wait for the caller (who holds the GIL while it cuts the previous batch).
+AHEAD_CHARS_PER_PROCESS = 2 * 1024 * 1024
 
 _LOG = logging.getLogger(__name__)
 
@@ -183,7 +189,10 @@ class BpeOpenaiTokenizer:
         return self._collect(self._submit(texts))
 
     def encode_batches(self, batches: Iterable[Sequence[str]]) -> Iterator[list[np.ndarray]]:
-        """Encodes batches in order, the next one in flight while the caller handles the current one.
+        """Encodes batches in order, later ones in flight while the caller handles the current one.
+
+        With worker processes, batches are submitted ahead until about
+        ``AHEAD_CHARS_PER_PROCESS`` characters per worker are in flight.
 
         Args:
             batches: Batches of documents.
@@ -191,14 +200,22 @@ class BpeOpenaiTokenizer:
         Yields:
             One list of int32 arrays per batch, as :meth:`encode_batch` returns.
         """
-        pending = None
-        for texts in batches:
-            submitted = self._submit(texts)
-            if pending is not None:
-                yield self._collect(pending)
-            pending = submitted
-        if pending is not None:
-            yield self._collect(pending)
+        batches = iter(batches)
+        pending: collections.deque = collections.deque()
+        ahead = 0
+        while True:
+            while ahead < AHEAD_CHARS_PER_PROCESS * self.num_processes:
+                texts = next(batches, None)
+                if texts is None:
+                    break
+                submitted = self._submit(texts)
+                pending.append(submitted)
+                ahead += submitted[1]
+            if not pending:
+                return
+            submitted = pending.popleft()
+            ahead -= submitted[1]
+            yield self._collect(submitted)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Decodes ids back to text (through tiktoken: the same vocabulary, loaded on first use)."""
@@ -213,30 +230,33 @@ class BpeOpenaiTokenizer:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    # A submitted batch is ("local", texts) or ("pool", texts, [(start, stop, future), ...]).
+    # A submitted batch is (kind, characters in flight, texts, chunks): kind "local" (encoded
+    # when collected, nothing in flight) or "pool" with chunks [(start, stop, future), ...].
 
     def _submit(self, texts: Sequence[str]):
         texts = list(texts)
         if self.num_processes <= 1 or len(texts) <= 1 or self._local_only:
-            return ("local", texts)
+            return ("local", 0, texts, None)
         lengths = [len(text) for text in texts]
-        if sum(lengths) < self.min_parallel_chars:
-            return ("local", texts)
+        total = sum(lengths)
+        if total < self.min_parallel_chars:
+            return ("local", 0, texts, None)
         pool = self._ensure_pool()
         if pool is None:
-            return ("local", texts)
+            return ("local", 0, texts, None)
+        parts = max(self.num_processes, -(-total // CHUNK_CHARS))
         try:
             chunks = [(start, stop, pool.submit(_encode_chunk, texts[start:stop]))
-                      for start, stop in chunk_bounds(lengths, self.num_processes * CHUNKS_PER_PROCESS)]
+                      for start, stop in chunk_bounds(lengths, parts)]
         except (concurrent.futures.process.BrokenProcessPool, RuntimeError) as error:
             self._give_up_pool(error)
-            return ("local", texts)
-        return ("pool", texts, chunks)
+            return ("local", 0, texts, None)
+        return ("pool", total, texts, chunks)
 
     def _collect(self, submitted) -> list[np.ndarray]:
-        if submitted[0] == "local":
-            return [_encode_text(self._backend, text) for text in submitted[1]]
-        _, texts, chunks = submitted
+        kind, _, texts, chunks = submitted
+        if kind == "local":
+            return [_encode_text(self._backend, text) for text in texts]
         arrays: list[np.ndarray] = []
         for start, stop, future in chunks:
             try:
