@@ -117,10 +117,13 @@ def test_the_reproduction_loses_elements_without_the_workaround_and_none_with_it
     spec = importlib.util.spec_from_file_location("beam_flush_race", REPO / "benchmarks" / "beam_flush_race.py")
     race = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(race)
-    off = [race.run_variant("threads", "off") for _ in range(3)]
+    # Not every run meets the race (4 of 5 did in benchmarks/results/beam_flush_race.md): up to 5 tries.
+    off = []
+    while len(off) < 5 and not any(r.get("lost") for r in off):
+        off.append(race.run_variant("threads", "off"))
     on = [race.run_variant("threads", "on") for _ in range(3)]
-    assert all(r["state"] == "PipelineState.DONE" and r["exit_status"] == 0 for r in off + on)
-    assert sum(r["lost"] for r in off) > 0  # silent: DONE, exit 0, elements gone
+    assert all(r.get("state") == "DONE" and r["exit_status"] == 0 for r in off + on), off + on
+    assert any(r["lost"] for r in off)  # silent: DONE, exit 0, elements gone
     assert [r["lost"] for r in on] == [0, 0, 0]
     refused = race.run_variant("processes-worker-flush", "on")
     assert "refused" in refused
