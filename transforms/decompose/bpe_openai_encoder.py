@@ -17,9 +17,10 @@ On one core it encodes about 4-5 M tokens/s against tiktoken's 2-2.5 M; but
 unlike tiktoken it holds the GIL while it encodes, so threads add nothing
 (two threads are slower than one). Several cores are used through worker
 processes: a batch is cut into contiguous chunks of about equal characters
-(``CHUNK_CHARS`` or fewer, at least one per worker), each encoded by a worker, and the chunks come back as one int32 array plus
-lengths. :meth:`BpeOpenaiTokenizer.encode_batches` keeps later batches in
-flight while the caller cuts the current one. Small batches and one-process
+(``CHUNK_CHARS`` or fewer, at least one per worker), each encoded by a
+worker, and each chunk comes back as one int32 array plus lengths.
+:meth:`BpeOpenaiTokenizer.encode_batches` keeps later batches in flight while
+the caller cuts the current one. Small batches and one-process
 tokenizers encode in the calling process; a pool that cannot start or dies
 falls back to that, with the same tokens.
 """

@@ -232,7 +232,7 @@ class DecomposeDocuments(beam.PTransform):
 
     @staticmethod
     def check(config: DecomposeConfig) -> None:
-        """The tokenizer must be loadable here (a known tiktoken name, an existing file, or a Hub name), and its encoder."""
+        """The tokenizer must be loadable here (a known tiktoken name, a file, a Hub name), and its encoder too."""
         problem = tokenizer_problem(config.tokenizer)
         if problem:
             raise ConfigError("decompose.tokenizer", problem)
