@@ -218,7 +218,7 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
         "- lost = elements - values counted after the GroupByKey (Beam counters, exact). "
         "`on` = through `corpusmill.pipelines.local_runner.run_safely` (what `corpusmill run` does).",
         "",
-        "| variant | flushes by time (off) | elements | workaround | runs | runs with loss | lost per run | "
+        "| variant | flushes by time | elements | workaround | runs | runs with loss | lost per run | "
         "refused | errors | median s | runner peak RSS MB |",
         "|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|",
     ]
@@ -227,8 +227,9 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
         seconds = "-" if row["median_seconds"] is None else f"{row['median_seconds']:.1f}"
         elements = "-" if row["elements"] is None else f"{row['elements']:,}"
         rss = "-" if row["max_runner_peak_rss_mb"] is None else f"{row['max_runner_peak_rss_mb']:,}"
+        flushing = VARIANTS[row["variant"]].flushing if row["workaround"] == "off" else "none"
         lines.append(
-            f"| {row['variant']} | {VARIANTS[row['variant']].flushing} | {elements} | {row['workaround']} | "
+            f"| {row['variant']} | {flushing} | {elements} | {row['workaround']} | "
             f"{row['runs']} | {row['runs_with_loss']} | {per_run} | {row['refused']} | {row['errors']} | "
             f"{seconds} | {rss} |")
     lines += [
@@ -236,6 +237,12 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
         "Every run that lost elements ended in state DONE with exit status 0. Where the loss happened "
         "(`lost_moving`: between emitting and the Reshuffle/Flatten's consumer; `lost_grouping`: across the "
         "GroupByKey) is in the JSON beside this file, per run.",
+        "",
+        "A stream is at risk while it is written for longer than one flush period (1 s): a worker's output "
+        "stream during a bundle that emits for seconds (`threads`, `processes-worker-flush`), or the runner's "
+        "stream while it writes one stage's input, which takes that long only for large inputs (`processes`: "
+        "about 600 MB per worker, so runs there lose less often). `processes-worker-flush` with the "
+        "workaround is refused before the pipeline starts (exit status 2 from `corpusmill run`).",
         "",
     ]
     path.with_suffix(".md").write_text("\n".join(lines))
@@ -250,7 +257,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--workaround", choices=WORKAROUNDS, default="off", help=argparse.SUPPRESS)
+    parser.add_argument("--report", action="store_true", help="only rewrite the .md from the .json at --out")
     args = parser.parse_args()
+    if args.report:
+        write_markdown(args.out, json.loads(args.out.read_text()))
+        return
     if args.child:
         outcome = run_in_this_process(args.child, args.workaround == "on", args.elements, args.size)
         print("RESULT " + json.dumps(outcome), flush=True)
