@@ -21,7 +21,9 @@ Who turns the time-based flush on, on the local FnApiRunner:
   to the runner's shuffle;
 * the worker side in ``multi_processing`` only with the experiment
   ``data_buffer_time_limit_ms=N`` (``sdk_worker_main`` reads it from the
-  pipeline options the workers receive; the default is 0, off).
+  pipeline options the workers receive; the default is 0, off). The
+  FnApiRunner alone hands its worker processes no options at all; Beam's
+  DirectRunner hands them every option, the experiment included.
 
 ``in_memory`` (the default) hands data over in the runner's own thread
 through ``InMemoryDataChannel`` without a time limit and is not affected.
@@ -89,7 +91,7 @@ def requested_time_limits(options: PipelineOptions) -> list[str]:
 def check_local_options(options: PipelineOptions) -> None:
     """Refuses, for a local runner, the experiment that turns the losing flush on in workers.
 
-    ``data_buffer_time_limit_ms=0`` (off) is accepted; other runners are left alone.
+    ``data_buffer_time_limit_ms=0`` (or below: off) is accepted; other runners are left alone.
 
     Raises:
         BeamOptionError: A local run asks for ``data_buffer_time_limit_ms`` other than 0.
@@ -98,7 +100,7 @@ def check_local_options(options: PipelineOptions) -> None:
         return
     for experiment in requested_time_limits(options):
         value = _TIME_LIMIT_PATTERN.match(experiment).group(1).strip()
-        if value != "0":
+        if not re.fullmatch(r"-?\d+", value) or int(value) > 0:  # Beam's workers: > 0 turns it on
             raise BeamOptionError(f"--experiments={experiment}", (
                 "turns on Beam's time-based data-plane flush, which silently loses elements on the local "
                 "runner (Beam 2.77 data_plane.py: the periodic flush clears what writers appended after its "
@@ -116,6 +118,12 @@ def time_based_flush_off() -> Iterator[None]:
     turned it off leaves the block.
     """
     global _active_runs, _saved_limit
+    if not hasattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS"):
+        # A Beam other than the one this was written against (2.77 has the constant).
+        log.warning("apache_beam %s has no worker_handlers.DATA_BUFFER_TIME_LIMIT_MS: the local run keeps Beam's "
+                    "own data-plane flush; the manifest's accounting still checks for lost records", beam.__version__)
+        yield
+        return
     with _lock:
         if _active_runs == 0:
             _saved_limit = worker_handlers.DATA_BUFFER_TIME_LIMIT_MS
