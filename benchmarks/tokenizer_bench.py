@@ -186,7 +186,7 @@ def raw_contenders(batch_sizes: list[int]) -> dict[str, Contender]:
     backend = _load_backend("cl100k_base")
     pooled = BpeOpenaiTokenizer("cl100k_base", SPEC, _TIKTOKEN_DEFINITIONS["cl100k_base"].special_tokens,
                                 num_processes=THREADS)
-    pooled.encode_batch(["warm up"] * 2 + ["x" * 300_000] * 2)  # start the workers outside the timing
+    pooled.encode_batch(["warm up"] * 2 + ["x" * 300_000] * 30)  # start the workers outside the timing
     threads = concurrent.futures.ThreadPoolExecutor(THREADS)
 
     def tiktoken_raw(size: int, num_threads: int) -> Contender:
@@ -224,7 +224,7 @@ def kernel_contenders(batch_sizes: list[int]) -> dict[str, Contender]:
         "bpe-openai 1 process": load_tokenizer(SPEC, encoder="bpe-openai", num_threads=1),
         "bpe-openai 2 processes": load_tokenizer(SPEC, encoder="bpe-openai", num_threads=THREADS),
     }
-    tokenizers["bpe-openai 2 processes"].encode_batch(["warm up"] * 2 + ["x" * 300_000] * 2)
+    tokenizers["bpe-openai 2 processes"].encode_batch(["warm up"] * 2 + ["x" * 300_000] * 30)
 
     def kernel(tokenizer, size: int) -> Contender:
         def run(ids, texts) -> tuple[int, dict]:

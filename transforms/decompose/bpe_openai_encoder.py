@@ -20,9 +20,10 @@ processes: a batch is cut into contiguous chunks of about equal characters
 (``CHUNK_CHARS`` or fewer, at least one per worker), each encoded by a
 worker, and each chunk comes back as one int32 array plus lengths.
 :meth:`BpeOpenaiTokenizer.encode_batches` keeps later batches in flight while
-the caller cuts the current one. Small batches and one-process
-tokenizers encode in the calling process; a pool that cannot start or dies
-falls back to that, with the same tokens.
+the caller cuts the current one. Small batches, the first
+``START_AFTER_CHARS`` characters a tokenizer is given (small jobs never start
+workers) and one-process tokenizers encode in the calling process; a pool that
+cannot start or dies falls back to that, with the same tokens.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ EXACT_ENCODINGS = ("cl100k_base", "o200k_base")
 # Below this many characters a batch encodes in the calling process: about 50 ms
 # of work, where handing texts to a worker and back stops paying for itself.
 MIN_PARALLEL_CHARS = 256 * 1024
+
+# Workers start once a tokenizer has been given this many characters (about half a
+# second of encoding): starting them costs about 0.7 s, which a small job or a
+# test never wins back.
+START_AFTER_CHARS = 8 * 1024 * 1024
 
 # Characters a worker encodes per message (about 50-100 ms of work): large enough
 # that the handing over (which needs the GIL) is rare, small enough to balance.
@@ -145,6 +151,9 @@ class BpeOpenaiTokenizer:
             calling process. Workers start on the first batch that needs them.
         min_parallel_chars: Batches with fewer characters encode in the
             calling process.
+        start_after_chars: Workers start once this many characters were
+            given to the tokenizer; until then batches encode in the calling
+            process.
 
     Raises:
         ValueError: If bpe-openai is not installed or not exact for the encoding.
@@ -157,6 +166,7 @@ class BpeOpenaiTokenizer:
         special_tokens: dict[str, int],
         num_processes: int = 1,
         min_parallel_chars: int = MIN_PARALLEL_CHARS,
+        start_after_chars: int = START_AFTER_CHARS,
     ) -> None:
         problem = bpe_openai_problem(encoding_name)
         if problem:
@@ -169,6 +179,8 @@ class BpeOpenaiTokenizer:
         self.vocab_size: int = max(special_tokens.values()) + 1
         self.num_processes = max(1, num_processes)
         self.min_parallel_chars = min_parallel_chars
+        self.start_after_chars = start_after_chars
+        self._chars_seen = 0
         self._backend = _load_backend(encoding_name)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._local_only = False
@@ -240,7 +252,8 @@ class BpeOpenaiTokenizer:
             return ("local", 0, texts, None)
         lengths = [len(text) for text in texts]
         total = sum(lengths)
-        if total < self.min_parallel_chars:
+        self._chars_seen += total
+        if total < self.min_parallel_chars or (self._pool is None and self._chars_seen < self.start_after_chars):
             return ("local", 0, texts, None)
         pool = self._ensure_pool()
         if pool is None:

@@ -145,7 +145,7 @@ def test_chunks_are_contiguous_and_balanced():
 def test_worker_processes_give_the_same_tokens_and_survive_a_dead_worker(sample):
     local = load_tokenizer("tiktoken:cl100k_base", encoder="bpe-openai", num_threads=1)
     pooled = BpeOpenaiTokenizer("cl100k_base", "tiktoken:cl100k_base", {"<|endoftext|>": 100257},
-                                num_processes=2, min_parallel_chars=0)
+                                num_processes=2, min_parallel_chars=0, start_after_chars=0)
     batches = [sample[i:i + 40] for i in range(0, len(sample), 40)]
     expected = [local.encode_batch(batch) for batch in batches]
     try:
@@ -159,6 +159,12 @@ def test_worker_processes_give_the_same_tokens_and_survive_a_dead_worker(sample)
         assert not pooled.processes_running
     finally:
         pooled.close()
+
+
+def test_a_small_job_never_starts_workers(real_texts):
+    tokenizer = load_tokenizer("tiktoken:cl100k_base", encoder="bpe-openai", num_threads=2)
+    list(tokenizer.encode_batches([real_texts[:100], real_texts[100:200]]))
+    assert not tokenizer.processes_running
 
 
 def run_stage(elements, config: DecomposeConfig, staging) -> dict:
