@@ -274,7 +274,7 @@ def encode_document_batches(
     """:func:`encode_documents` over batches, in order.
 
     A tokenizer with an ``encode_batches`` method (bpe-openai with worker
-    processes) encodes the next batch while the caller handles the current one.
+    processes) encodes later batches while the caller handles the current one.
 
     Args:
         tokenizer: Any :class:`Tokenizer`.
@@ -347,8 +347,13 @@ def load_tokenizer(
     if kind == "tiktoken":
         if encoder != "tiktoken" and bpe_openai_problem(target) is None:
             definition = _TIKTOKEN_DEFINITIONS[target]
-            return BpeOpenaiTokenizer(target, name=spec, special_tokens=definition.special_tokens,
-                                      num_processes=num_threads)
+            try:
+                return BpeOpenaiTokenizer(target, name=spec, special_tokens=definition.special_tokens,
+                                          num_processes=num_threads)
+            except (ImportError, OSError):
+                # Installed but its native library does not load here: auto falls back to tiktoken.
+                if encoder == "bpe-openai":
+                    raise
         return TiktokenTokenizer(
             _load_tiktoken_encoding(target), name=spec, num_threads=num_threads
         )
