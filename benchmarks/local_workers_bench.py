@@ -15,11 +15,12 @@ accounting (``counts``), every shard of every output (path, rows, bytes,
 sha256) and the whole manifest apart from ``created_at``, ``timings`` and the
 output path. The in-process runs are spread evenly among the worker runs, so
 noise from other work on the shared machine hits both alike; wall times are
-medians.
+medians. Jobs with different ``--set`` overrides are kept side by side in
+``--out``: a run replaces its own job's section.
 
 Usage:
     python benchmarks/local_workers_bench.py [--copies 4] [--worker-runs 10] [--in-process-runs 3]
-        [--no-order] [--data /work/bench-data] [--out benchmarks/results/local_workers_bench.json]
+        [--set KEY=VALUE ...] [--data /work/bench-data] [--out benchmarks/results/local_workers_bench.json]
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ def build_corpus(data: Path, copies: int, source: Path = LINUX_DOC) -> Path:
     return target
 
 
-def run_cli(corpus: Path, out: Path, order: bool, beam_args: tuple[str, ...]) -> dict[str, Any]:
+def run_cli(corpus: Path, out: Path, sets: list[str], beam_args: tuple[str, ...]) -> dict[str, Any]:
     """One ``corpusmill run`` in a fresh process: exit status, wall seconds and its manifest."""
     command = [sys.executable, "-m", "corpusmill.jobs.cli", "run", "--input", str(corpus), "--output", str(out),
-               "--overwrite", *([] if order else ["--set", "order.enabled=false"])]
+               "--overwrite", *(arg for key_value in sets for arg in ("--set", key_value))]
     if beam_args:
         command += ["--", *beam_args]
     started = time.perf_counter()
@@ -131,24 +132,17 @@ def schedule(worker_runs: int, in_process_runs: int) -> list[str]:
     return order
 
 
-def write_markdown(path: Path, record: dict[str, Any]) -> None:
-    """Results as a table and the verdict."""
+def job_section(record: dict[str, Any]) -> list[str]:
+    """One job's table and verdict."""
     s = record["summary"]
     lines = [
-        "# local_workers_bench: 2 local worker processes against the in-process run",
+        f"## {record['job']}",
         "",
         f"- Command: `{record['command']}`",
         f"- Date: {record['date']}; code: {record['code']}",
-        f"- Machine: {record['machine']}",
-        f"- Corpus: {record['corpus']['description']}: {record['corpus']['documents']:,} documents, "
-        f"{record['corpus']['text_mb']:.1f} MB of text (`{record['corpus']['path']}`)",
-        f"- Job: {record['job']}",
-        "- Every run a fresh `python -m corpusmill.jobs.cli run` process, one at a time; compared with the "
-        "first in-process run: `counts` (the accounting), every shard of every output (path, rows, bytes, "
-        "sha256), and the whole manifest but `created_at`, `timings` and the output path.",
         "",
         "| contender | runs | exit 0 | counts equal | shards equal | manifest equal | wall s (median) | "
-        "wall s (each) | pipeline s (median) |",
+        "wall s (each, in run order) | pipeline s (median) |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for name in ("in-process", "2 workers"):
@@ -158,19 +152,42 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
             f"{row['manifest_equal']} | {row['median_wall_seconds']:.1f} | "
             f"{', '.join(f'{w:.0f}' for w in row['wall_seconds'])} | {row['median_pipeline_seconds']:.1f} |")
     counts = record["reference_counts"]
+    ratio = s["speedup_wall"]
     lines += [
         "",
         f"Reference accounting: input {counts['input_records']:,} = kept {counts['kept']:,} + duplicates "
         f"{counts['duplicates']:,} ({', '.join(f'{k} {v:,}' for k, v in counts['duplicates_by_kind'].items())}) "
-        f"+ rejected {counts['rejected']:,}; {record['reference_shards']} shards in all.",
+        f"+ rejected {counts['rejected']:,}; {record['reference_shards']} shards in all"
+        + (f" (partitioning: {record['partitioning']['mode']}, {record['partitioning']['num_shards']} shard(s) "
+           f"per output)." if record.get("partitioning") else "."),
         "",
-        f"2 workers / in-process, median wall: **{s['speedup_wall']:.2f}x** faster"
-        if s["speedup_wall"] >= 1 else
-        f"2 workers / in-process, median wall: **{1 / s['speedup_wall']:.2f}x** slower",
+        f"2 workers against in-process, median wall: **{ratio:.2f}x faster**" if ratio >= 1 else
+        f"2 workers against in-process, median wall: **{1 / ratio:.2f}x slower**",
         "",
-        f"Lost or different output in any worker run: **{'none' if s['all_identical'] else 'YES'}**.",
+        f"Lost or different output in any run: **{'none' if s['all_identical'] else 'YES'}**.",
         "",
     ]
+    return lines
+
+
+def write_markdown(path: Path, jobs: dict[str, dict[str, Any]]) -> None:
+    """Every job's results."""
+    first = next(iter(jobs.values()))
+    lines = [
+        "# local_workers_bench: 2 local worker processes against the in-process run",
+        "",
+        f"- Machine: {first['machine']}",
+        f"- Corpus: {first['corpus']['description']}: {first['corpus']['documents']:,} documents, "
+        f"{first['corpus']['text_mb']:.1f} MB of text (`{first['corpus']['path']}`)",
+        "- Every run a fresh `python -m corpusmill.jobs.cli run` process, one at a time, the in-process runs "
+        "spread among the worker runs; each compared with the job's first in-process run: `counts` (the "
+        "accounting), every shard of every output (path, rows, bytes, sha256), and the whole manifest but "
+        "`created_at`, `timings` and the output path. Wall: the process's, seen from outside; pipeline: the "
+        "manifest's `timings.pipeline_seconds`.",
+        "",
+    ]
+    for record in jobs.values():
+        lines += job_section(record)
     path.with_suffix(".md").write_text("\n".join(lines))
 
 
@@ -179,17 +196,23 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--worker-runs", type=int, default=10)
     parser.add_argument("--in-process-runs", type=int, default=3)
-    parser.add_argument("--no-order", action="store_true", help="run with --set order.enabled=false")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run (e.g. order.enabled=false); repeatable")
     parser.add_argument("--data", type=Path, default=Path("/work/bench-data"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--report", action="store_true", help="only rewrite the .md from the .json at --out")
     args = parser.parse_args()
+    if args.report:
+        write_markdown(args.out, json.loads(args.out.read_text())["jobs"])
+        return
+    label = " ".join(args.sets) or "default"
     corpus = build_corpus(args.data, args.copies)
     outputs = args.data / "local-workers-out"
     runs: list[dict[str, Any]] = []
     reference = None
     for index, contender in enumerate(schedule(args.worker_runs, args.in_process_runs)):
         out = outputs / contender.replace(" ", "-")
-        outcome = run_cli(corpus, out, not args.no_order, WORKER_ARGS if contender == "2 workers" else ())
+        outcome = run_cli(corpus, out, args.sets, WORKER_ARGS if contender == "2 workers" else ())
         manifest = outcome.pop("manifest")
         row = {"index": index, "contender": contender, **outcome}
         if manifest is not None:
@@ -228,16 +251,18 @@ def main() -> None:
                    "text_mb": round(sum(len(t.as_py().encode()) for t in table["text"]) / 1e6, 1),
                    "description": f"linux-doc 6.1 + 6.12 x{args.copies}, copies 2..{args.copies} with ~3% of "
                                   f"words replaced, fresh ids"},
-        "job": "the default job (dedup, " + ("" if args.no_order else "order, ") + "decompose)"
-               + (" with `--set order.enabled=false`" if args.no_order else ""),
+        "job": "the default job (dedup, order, decompose)" + "".join(f" `--set {s}`" for s in args.sets),
         "reference_counts": reference["counts"] if reference else None,
+        "partitioning": reference["execution"]["partitioning"] if reference else None,
         "reference_shards": sum(len(v) for v in shards(reference).values()) if reference else 0,
         "summary": summary,
         "runs": runs,
     }
+    jobs = json.loads(args.out.read_text())["jobs"] if args.out.exists() else {}
+    jobs[label] = record
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    write_markdown(args.out, record)
+    args.out.write_text(json.dumps({"jobs": jobs}, indent=2) + "\n")
+    write_markdown(args.out, jobs)
     print(json.dumps(summary, indent=2))
 
 
