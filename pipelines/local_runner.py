@@ -6,19 +6,22 @@ time-based one (``TimeBasedBufferingClosableOutputStream``) also flushes from a
 ``PeriodicThread`` every ``data_buffer_time_limit_ms``: ``flush()`` hands a
 copy of the buffer to the send callback and clears the buffer afterwards, and
 only the flush takes ``_flush_lock``, not the writers. Whatever a writer
-appends between the copy and the clear (the callback may block on a full send
-queue for a long time) is cleared unsent: whole elements vanish and the job
-still ends DONE. ``benchmarks/beam_flush_race.py`` reproduces it.
+appends between the copy and the clear is cleared unsent (the flushing thread
+gives up the GIL in between: copying megabytes, building the message, waiting
+on a full send queue): whole elements vanish and the job still ends DONE. A
+stream is at risk while it is written for longer than one period (1 s).
+``benchmarks/beam_flush_race.py`` reproduces it.
 
 Who turns the time-based flush on, on the local FnApiRunner:
 
 * the runner side, in every mode that talks gRPC (``multi_threading`` and
   ``multi_processing``): ``fn_api_runner/worker_handlers.py`` builds its
-  ``BeamFnDataServicer`` with ``DATA_BUFFER_TIME_LIMIT_MS = 1000``, so data the
-  runner holds (a shuffle's output, side inputs) can be lost on its way to a worker;
+  ``BeamFnDataServicer`` with ``DATA_BUFFER_TIME_LIMIT_MS = 1000``, so a
+  stage's input that the runner holds and writes to a worker in pieces (a
+  Flatten's buffer, say) can lose elements when writing it takes over a second;
 * the worker side in ``multi_threading``: ``EmbeddedGrpcWorkerHandler`` falls
-  back to the same constant, so a worker's outputs can be lost on their way
-  to the runner's shuffle;
+  back to the same constant, so a bundle that emits for seconds can lose
+  outputs on their way to the runner's shuffle;
 * the worker side in ``multi_processing`` only with the experiment
   ``data_buffer_time_limit_ms=N`` (``sdk_worker_main`` reads it from the
   pipeline options the workers receive; the default is 0, off). The
@@ -30,7 +33,7 @@ through ``InMemoryDataChannel`` without a time limit and is not affected.
 
 So a local run sets the constant to 0 for its duration (both runner and
 embedded-worker sides then use the size-based stream) and refuses the
-experiment. A batch job loses nothing by this: the time-based flush only
+experiment. A batch job gives up nothing by this: the time-based flush only
 shortens latency for streaming; a stream is still flushed at 10 MB and when
 the bundle closes.
 """
@@ -51,8 +54,9 @@ from corpusmill.schemas.config import ConfigError
 
 log = logging.getLogger("corpusmill")
 
-# Runners that run the pipeline in this process through the FnApiRunner's data plane
-# (DirectRunner switches to it for batch pipelines), as Beam spells them lower-cased.
+# Runners that run the pipeline in this process through the FnApiRunner's data plane, as
+# Beam spells them lower-cased (DirectRunner runs a batch pipeline on the FnApiRunner
+# where its Prism runner cannot start, as on a machine without network access).
 LOCAL_RUNNERS = frozenset({"fnapirunner", "directrunner", "switchingdirectrunner", "bundlebaseddirectrunner"})
 TIME_LIMIT_EXPERIMENT = "data_buffer_time_limit_ms"
 _TIME_LIMIT_PATTERN = re.compile(rf"^{TIME_LIMIT_EXPERIMENT}=(.*)$")
