@@ -30,3 +30,16 @@ def sample_records(limit: int | None = None) -> list[dict]:
 
 def jsonl_bytes(records: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def snapshot_parquet_digests(out: Path) -> dict[str, str]:
+    """sha256 of every Parquet file of a snapshot, by path as a reader sees it.
+
+    Locally a snapshot's entries are links into its hidden version folder
+    (``OUT/.versions/<token>/``), so the walk goes through the visible entries.
+    """
+    import hashlib
+
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for entry in sorted(out.iterdir()) if not entry.name.startswith(".")
+            for p in sorted(entry.glob("**/*.parquet"))}

@@ -19,7 +19,7 @@ from corpusmill.schemas.manifest import stable_view
 from corpusmill.transforms.io.beam.read import ReadDocuments
 from corpusmill.transforms.common import shard_of
 from corpusmill.transforms.io.beam.shards import ShardBatches
-from corpus_files import SAMPLE, jsonl_bytes, sample_records
+from corpus_files import SAMPLE, jsonl_bytes, sample_records, snapshot_parquet_digests
 
 
 def _config(inputs, out, **sections):
@@ -88,8 +88,7 @@ def test_truncated_files_keep_the_records_before_the_damage(bad_corpus, tmp_path
 
 
 def _file_digests(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*.parquet"))}
+    return snapshot_parquet_digests(out)
 
 
 def test_same_input_and_config_give_byte_identical_snapshots(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus_files import jsonl_bytes, sample_records
+from corpus_files import jsonl_bytes, sample_records, snapshot_parquet_digests
 from corpusmill.transforms.io.beam.lock import LOCK_NAME, OutputLock, OutputLockedError
 from corpusmill.transforms.io.beam.snapshot import snapshot_problems
 
@@ -61,8 +61,7 @@ def manifest_digest(out: Path) -> str:
 
 
 def files_digest(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*.parquet"))}
+    return snapshot_parquet_digests(out)
 
 
 # ---------------------------------------------------------------- the lock
@@ -185,30 +184,39 @@ def published(corpus, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("point", ["locked", "staged", "ready", "switching", "switched"])
 def test_a_killed_overwrite_leaves_the_old_or_the_new_snapshot(corpus, tmp_path, published, uninterrupted, point):
     out = tmp_path / "out"
-    shutil.copytree(published, out)
+    shutil.copytree(published, out, symlinks=True)
     old = manifest_digest(out)
     process = run(corpus, out, "--overwrite", "--set", "dedup.keep=smallest_id",
                   env={"CORPUSMILL_PAUSE_AT": point}, wait=False)
     wait_for_pause(process, point)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    problems = snapshot_problems(str(out))
-    if point == "switching":
-        # Killed between moving the old entries out and the new ones in: no
-        # _SUCCESS, so it reads as incomplete (never as a wrong snapshot), and
-        # the next run on the output finishes the switch before anything else.
-        assert not (out / "_SUCCESS").exists() and any("interrupted" in p for p in problems)
-        inspect = subprocess.run([*CLI, "inspect", str(out), "--rows", "0"], capture_output=True, text=True)
-        assert inspect.returncode == 1 and "interrupted" in inspect.stdout
-    else:
-        assert problems == []
-        assert (manifest_digest(out) == old) == (point in ("locked", "staged", "ready"))
+    # The switch is one rename of the .current link: before it the old snapshot is
+    # published, whole; after it the new one; never neither.
+    assert snapshot_problems(str(out)) == []
+    assert (manifest_digest(out) == old) == (point in ("locked", "staged", "ready", "switching"))
+    inspect = subprocess.run([*CLI, "inspect", str(out), "--rows", "0"], capture_output=True, text=True)
+    assert inspect.returncode == 0 and "Traceback" not in inspect.stderr, inspect.stdout + inspect.stderr
     # A rerun completes, removes every leftover, and gives the uninterrupted bytes.
     code, _, stderr = run(corpus, out, "--overwrite", "--set", "dedup.keep=smallest_id")
     assert code == 0, stderr
     assert snapshot_problems(str(out)) == []
     assert files_digest(out) == uninterrupted
-    assert not [p.name for p in out.iterdir() if p.name.startswith(("_staging-", "_previous-", ".corpusmill"))]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(("_staging-", "_previous-", ".current-", ".corpusmill"))]
+    assert len(list((out / ".versions").iterdir())) == 1
+
+
+def test_a_snapshot_copied_flat_is_replaced_and_stays_readable(corpus, tmp_path, published, uninterrupted):
+    # A copy that followed the links (shutil.copytree, cp -rL) is a snapshot in the flat
+    # layout, as corpusmill wrote before versions: it verifies, and --overwrite replaces it.
+    out = tmp_path / "out"
+    shutil.copytree(published, out)
+    assert not (out / "docs").is_symlink() and snapshot_problems(str(out)) == []
+    code, _, stderr = run(corpus, out, "--overwrite", "--set", "dedup.keep=smallest_id")
+    assert code == 0, stderr
+    assert (out / "docs").is_symlink() and (out / ".current").is_symlink()
+    assert snapshot_problems(str(out)) == [] and files_digest(out) == uninterrupted
+    assert sorted(p.name for p in out.iterdir() if not p.is_symlink()) == [".versions"]
 
 
 # ---------------------------------------------------------------- odd outputs

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from corpus_files import jsonl_bytes, sample_records
+from corpus_files import jsonl_bytes, sample_records, snapshot_parquet_digests
 
 from corpusmill.pipelines.corpus_job import run_job
 from corpusmill.schemas.config import ConfigError, load_job
@@ -49,8 +48,7 @@ def read(out: Path, output: str):
 
 
 def digests(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*.parquet"))}
+    return snapshot_parquet_digests(out)
 
 
 @pytest.fixture(scope="module")

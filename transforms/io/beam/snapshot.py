@@ -7,19 +7,28 @@ sha256 it records. The publish protocol keeps that true at every instant:
 1. Under the output's lock (``lock.OutputLock``), ``prepare_output`` finishes or
    clears what an earlier, killed run left (``recover``), refuses an existing
    snapshot unless overwriting, refuses to overwrite what is not a corpusmill
-   snapshot, and makes ``OUT/_staging-<token>/``. The previous snapshot, if any,
+   snapshot, and makes the staging directory. The previous snapshot, if any,
    stays published and untouched.
 2. The pipeline writes every shard into the staging directory; the driver adds
    ``manifest.json`` and ``report.html`` there and ``publish`` verifies every
    staged shard (size and sha256) against the manifest. Only then is the
    staging directory marked ``_READY`` (with the list of entries to switch).
-3. The switch: ``_SUCCESS`` is removed, the previous snapshot's entries move to
-   ``OUT/_previous-<token>/``, the new entries move in (one rename per entry
-   on a local filesystem), ``_SUCCESS`` is written, the previous entries are
-   deleted. A run killed during the switch leaves a ``_READY`` staging
-   directory, and the next corpusmill run on the output rolls the switch
-   forward before anything else (``recover``); until then the directory has no
-   ``_SUCCESS`` and reads as incomplete, never as a wrong snapshot.
+3. The switch, on a local filesystem: one pointer. The staging directory is a
+   version, ``OUT/.versions/<token>/``, holding its own ``_SUCCESS``; every
+   top-level entry of the snapshot (``docs``, ``manifest.json``, ``_SUCCESS``,
+   ...) is a symbolic link through ``OUT/.current``, itself a link to the
+   published version. Switching is one ``rename`` of a new ``.current`` over the
+   old one, so at every instant, killed or not, the output is the whole previous
+   snapshot or the whole new one, never neither; then links the new snapshot
+   has no entry for and the previous version are removed.
+   On an object store (no links, no atomic rename), ``OUT/_staging-<token>/``:
+   ``_SUCCESS`` is removed, the previous entries move to ``OUT/_previous-<token>/``,
+   the new ones move in, ``_SUCCESS`` is written, the previous entries are
+   deleted. A run killed within that switch leaves no ``_SUCCESS`` (incomplete,
+   never a wrong snapshot) and a ``_READY`` staging directory, which the next
+   corpusmill run on the output switches in before anything else (``recover``).
+   A local output still in that flat layout (written by corpusmill before
+   versions) is moved to the versioned layout by its next publish, in that way.
 
 Files the snapshot did not write (a user's notes beside it) are never moved or deleted.
 """
@@ -29,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -44,14 +54,18 @@ RESULTS_NAME = "_results.json"
 READY_NAME = "_READY"
 STAGING_PREFIX = "_staging-"
 PREVIOUS_PREFIX = "_previous-"
+# The local layout: versions, and the one link that says which is published.
+VERSIONS_NAME = ".versions"
+CURRENT_NAME = ".current"
 
 
 def checkpoint(name: str) -> None:
     """A named point of the protocol where the kill tests stop a run (``CORPUSMILL_PAUSE_AT``).
 
     Points: ``locked`` (lock held), ``staged`` (pipeline done), ``ready``
-    (verified and marked ready), ``switching`` (old entries moved out, new not
-    yet in), ``switched`` (``_SUCCESS`` written, leftovers not yet removed).
+    (verified and marked ready), ``switching`` (locally: every entry a link,
+    ``.current`` not yet switched; on object stores: old entries moved out, new
+    not yet in), ``switched`` (the new snapshot published, leftovers not yet removed).
     """
     if os.environ.get("CORPUSMILL_PAUSE_AT") == name:
         print(f"corpusmill: paused at {name}", file=sys.stderr, flush=True)
@@ -101,9 +115,10 @@ def _read_manifest(out: str) -> dict | None:
 def recover(out: str, published: tuple[str, ...]) -> list[str]:
     """Finishes a switch a killed run left half done and removes other runs' leftovers.
 
-    Call with the output's lock held. A staging directory marked ``_READY`` is
-    switched in (its run had verified it); every other staging and
-    ``_previous`` directory is removed.
+    Call with the output's lock held. A staging directory or version marked
+    ``_READY`` is switched in (its run had verified it); every other staging
+    directory, unpublished version and ``_previous`` directory is removed, and
+    so are links that lead nowhere.
 
     Returns:
         What was done, one line each (for the run's log).
@@ -116,9 +131,53 @@ def recover(out: str, published: tuple[str, ...]) -> list[str]:
         else:
             delete_tree(staging)
             done.append(f"removed {staging}, left by an interrupted run")
+    if is_local(out):
+        done += _recover_versions(out, published)
     for previous in _children(out, PREVIOUS_PREFIX):
         delete_tree(previous)
         done.append(f"removed {previous}, left by an interrupted run")
+    return done
+
+
+def _current_version(out: str) -> str | None:
+    """The published version's directory name, from the ``.current`` link (local outputs)."""
+    current = f"{out}/{CURRENT_NAME}"
+    if not os.path.islink(current):
+        return None
+    return os.path.basename(os.readlink(current).rstrip("/"))
+
+
+def _is_entry_link(path: str) -> bool:
+    """Whether a top-level entry is one of the snapshot's links through ``.current``."""
+    return os.path.islink(path) and os.readlink(path).split("/", 1)[0] == CURRENT_NAME
+
+
+def _recover_versions(out: str, published: tuple[str, ...]) -> list[str]:
+    done = []
+    versions = f"{out}/{VERSIONS_NAME}"
+    pointer = f"{out}/{CURRENT_NAME}"
+    if os.path.isdir(pointer) and not os.path.islink(pointer):
+        # A copy that followed the links (cp -rL): its entries are plain files, this a stray copy.
+        shutil.rmtree(pointer)
+        done.append(f"removed {pointer}, a folder where the link to the published version belongs")
+    current = _current_version(out)
+    for name in sorted(os.listdir(versions)) if os.path.isdir(versions) else []:
+        version = f"{versions}/{name}"
+        if name == current:
+            if os.path.exists(f"{version}/{READY_NAME}"):
+                os.unlink(f"{version}/{READY_NAME}")  # killed right after its switch
+            continue
+        if os.path.exists(f"{version}/{READY_NAME}"):
+            _switch(out, version, published)
+            done.append(f"finished publishing {version}, interrupted by an earlier run")
+            current = name
+        else:
+            shutil.rmtree(version, ignore_errors=True)
+            done.append(f"removed {version}, left by an interrupted run")
+    for name in sorted(os.listdir(out)) if os.path.isdir(out) else []:
+        path = f"{out}/{name}"
+        if name.startswith(f"{CURRENT_NAME}-") or (_is_entry_link(path) and not os.path.exists(path)):
+            os.unlink(path)
     return done
 
 
@@ -153,7 +212,8 @@ def prepare_output(out: str, overwrite: bool, published: tuple[str, ...]) -> str
         raise OutputExistsError(
             f"{out} holds files its snapshot did not write ({', '.join(foreign[:5])}"
             f"{', ...' if len(foreign) > 5 else ''}); --overwrite would delete them: move them out first")
-    staging = f"{out}/{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+    token = uuid.uuid4().hex[:12]
+    staging = f"{out}/{VERSIONS_NAME}/{token}" if is_local(out) else f"{out}/{STAGING_PREFIX}{token}"
     FileSystems.mkdirs(staging)
     return staging
 
@@ -250,6 +310,9 @@ def publish(out: str, staging: str, manifest: dict, published: tuple[str, ...],
             f"{len(problems)} staged shard(s) do not match the manifest, nothing was published: "
             + "; ".join(problems[:5]))
     ready = {"entries": entries, "manifest_sha256": hashlib.sha256(text).hexdigest()}
+    if is_local(out):
+        # A version carries its own _SUCCESS, published with it by the one switch.
+        write_bytes(f"{staging}/{manifest_lib.SUCCESS_NAME}", (ready["manifest_sha256"] + "\n").encode("ascii"))
     write_bytes(f"{staging}/{READY_NAME}", json.dumps(ready, sort_keys=True).encode("utf-8"))
     checkpoint("ready")
     _switch(out, staging, published)
@@ -257,6 +320,9 @@ def publish(out: str, staging: str, manifest: dict, published: tuple[str, ...],
 
 def _switch(out: str, staging: str, published: tuple[str, ...]) -> None:
     """Moves a ready staging directory's entries into place; safe to repeat after a kill."""
+    if staging.startswith(f"{out}/{VERSIONS_NAME}/"):
+        _switch_version(out, staging, published)
+        return
     ready = json.loads(read_bytes(f"{staging}/{READY_NAME}").decode("utf-8"))
     entries = ready["entries"]
     success = f"{out}/{manifest_lib.SUCCESS_NAME}"
@@ -284,6 +350,53 @@ def _switch(out: str, staging: str, published: tuple[str, ...]) -> None:
             delete_tree(leftover)
 
 
+def _switch_version(out: str, version: str, published: tuple[str, ...]) -> None:
+    """Publishes a ready local version by switching ``.current``; safe to repeat after a kill."""
+    ready = json.loads(read_bytes(f"{version}/{READY_NAME}").decode("utf-8"))
+    token = os.path.basename(version)
+    names = sorted({*ready["entries"], manifest_lib.SUCCESS_NAME})
+    everything = sorted({*published, *names})
+    flat = [name for name in everything if os.path.lexists(f"{out}/{name}") and not _is_entry_link(f"{out}/{name}")]
+    previous = f"{out}/{PREVIOUS_PREFIX}{token}"
+    if flat:
+        # A snapshot in the flat layout (no links): retired the object-store way, _SUCCESS
+        # first; a kill from here to the switch leaves no _SUCCESS and a ready version
+        # that the next run publishes (recover).
+        for name in sorted(flat, key=lambda n: n != manifest_lib.SUCCESS_NAME):
+            _move(f"{out}/{name}", f"{previous}/{name}")
+    for name in names:
+        if not os.path.lexists(f"{out}/{name}"):
+            # Before the switch a new entry's link leads nowhere, which reads as absent.
+            os.symlink(f"{CURRENT_NAME}/{name}", f"{out}/{name}")
+    checkpoint("switching")
+    pointer = f"{out}/{CURRENT_NAME}-{token}"
+    if os.path.lexists(pointer):
+        os.unlink(pointer)
+    os.symlink(f"{VERSIONS_NAME}/{token}", pointer)
+    _fsync_folder(out)
+    os.replace(pointer, f"{out}/{CURRENT_NAME}")  # the switch: one atomic rename
+    _fsync_folder(out)
+    os.unlink(f"{version}/{READY_NAME}")
+    checkpoint("switched")
+    for name in everything:
+        if name not in names and _is_entry_link(f"{out}/{name}"):
+            os.unlink(f"{out}/{name}")
+    for name in os.listdir(f"{out}/{VERSIONS_NAME}"):
+        if name != token:
+            shutil.rmtree(f"{out}/{VERSIONS_NAME}/{name}", ignore_errors=True)
+    if os.path.exists(previous):
+        shutil.rmtree(previous)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Makes a folder's renames and new links durable before the next step relies on them."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def snapshot_problems(out: str) -> list[str]:
     """Why a snapshot directory is not complete and intact (empty when it is).
 
@@ -292,7 +405,10 @@ def snapshot_problems(out: str) -> list[str]:
     """
     problems = []
     success = f"{out}/{manifest_lib.SUCCESS_NAME}"
-    if not exists(success) and any(exists(f"{staging}/{READY_NAME}") for staging in _children(out, STAGING_PREFIX)):
+    staged = _children(out, STAGING_PREFIX)
+    if is_local(out) and os.path.isdir(f"{out}/{VERSIONS_NAME}"):
+        staged += [f"{out}/{VERSIONS_NAME}/{name}" for name in sorted(os.listdir(f"{out}/{VERSIONS_NAME}"))]
+    if not exists(success) and any(exists(f"{staging}/{READY_NAME}") for staging in staged):
         problems.append("a publish was interrupted; the next corpusmill run on this output finishes it")
     manifest_path = f"{out}/{manifest_lib.MANIFEST_NAME}"
     manifest = _read_manifest(out)
@@ -313,6 +429,9 @@ def snapshot_problems(out: str) -> list[str]:
 
 
 def discard(staging: str) -> None:
-    """Removes a failed run's staging directory (unless it was ready: the next run finishes it)."""
-    if exists(staging) and not exists(f"{staging}/{READY_NAME}"):
+    """Removes a failed run's staging directory (unless it was ready: the next run finishes it).
+
+    A published version has no ``_READY`` (the switch removes it) and stays.
+    """
+    if exists(staging) and not exists(f"{staging}/{READY_NAME}") and not exists(f"{staging}/{manifest_lib.SUCCESS_NAME}"):
         delete_tree(staging)
