@@ -170,8 +170,18 @@ class DedupConfig:
         seed: Seed of the permutations (datasketch's meaning).
         scheme: datasketch permutation scheme the signatures reproduce.
         threshold: Jaccard similarity at or above which two documents are near duplicates.
-        bands: LSH bands; 0 takes datasketch's optimal (bands, rows) for the threshold.
+        bands: LSH bands; 0 (with rows 0) lets ``banding`` choose.
         rows: LSH rows per band; 0 with bands = 0.
+        banding: How bands x rows are chosen when both are 0 (``transforms/dedup/banding.py``):
+            ``recall``, the fewest false candidates that still miss at most
+            ``max_miss_rate`` of the pairs at J = threshold (16 x 6 at 0.8 and
+            128 permutations: 99.2% of those pairs become candidates), made
+            for exact verification, which removes the false candidates;
+            ``datasketch``, MinHashLSH's optimum (9 x 13: 40% at J = 0.8),
+            for signature or no verification, where a false candidate costs
+            precision; ``auto``, recall when ``verify`` is exact, else datasketch.
+        max_miss_rate: The recall rule's bound on ``(1 - t^rows)^bands``, the
+            expected share of pairs at J = threshold that never become candidates.
         verify: How LSH candidates are confirmed: not at all, by signature
             agreement, or by exact Jaccard of the shingle sets.
         components: Connected components on one worker, distributed rounds, or
@@ -193,6 +203,8 @@ class DedupConfig:
     threshold: float = bounded(0.8, 0.01, 1.0)
     bands: int = bounded(0, 0, 1024)
     rows: int = bounded(0, 0, 1024)
+    banding: str = choices("auto", "recall", "datasketch", default="auto")
+    max_miss_rate: float = bounded(0.01, 1e-9, 0.5)
     verify: str = choices("exact", "signature", "none", default="exact")
     components: str = choices("auto", "single", "distributed", default="auto")
     single_worker_max_edges: int = bounded(5_000_000, 0, None)
@@ -202,11 +214,30 @@ class DedupConfig:
 
     def __post_init__(self):
         if (self.bands == 0) != (self.rows == 0):
-            raise ConfigError("dedup.bands", "set bands and rows together, or both to 0 for datasketch's optimum")
+            raise ConfigError("dedup.bands", "set bands and rows together, or both to 0 to let dedup.banding choose")
         if self.bands and self.bands * self.rows > self.num_perm:
             raise ConfigError("dedup.bands", f"bands * rows = {self.bands * self.rows} exceeds num_perm {self.num_perm}")
+        if self.bands and self.banding != "auto":
+            raise ConfigError("dedup.banding", f"{self.banding!r} chooses bands and rows, which are set explicitly "
+                                               f"({self.bands} x {self.rows}); allowed: auto, or bands and rows 0")
+        # One-row bands over every permutation give the highest recall any banding of
+        # num_perm values can: a pair at J = t is missed with probability (1 - t)^num_perm.
+        best_miss = (1.0 - self.threshold) ** self.num_perm
+        if not self.bands and self.banding_rule == "recall" and best_miss > self.max_miss_rate:
+            raise ConfigError("dedup.max_miss_rate", f"{self.max_miss_rate:g} is out of reach at threshold "
+                                                     f"{self.threshold:g} with num_perm {self.num_perm} (at best "
+                                                     f"{best_miss:.3g}); allowed: a larger rate or more permutations")
         if self.keep == "source_priority" and not self.source_priority:
             raise ConfigError("dedup.source_priority", "keep = source_priority needs a non-empty list of sources")
+
+    @property
+    def banding_rule(self) -> str:
+        """The rule that chooses bands x rows: ``explicit``, ``recall`` or ``datasketch`` (``auto`` resolved)."""
+        if self.bands:
+            return "explicit"
+        if self.banding == "auto":
+            return "recall" if self.verify == "exact" else "datasketch"
+        return self.banding
 
 
 # ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from corpusmill.schemas.config import DedupConfig
 from corpusmill.transforms.common import document_keys, key_collisions, split_by
 from corpusmill.transforms.dedup import keep_policy, lsh, minhash
+from corpusmill.transforms.dedup.banding import Banding, choose_banding
 from corpusmill.transforms.dedup.normalize import exact_hashes, normalize_array
 
 EXACT_BAND = -1
@@ -33,24 +34,30 @@ class DedupPlan:
 
     config: DedupConfig
     params: minhash.MinHashParams
-    bands: int
-    rows: int
+    banding: Banding
     num_shards: int
     num_ranges: int
     max_rounds: int
 
     @classmethod
     def from_config(cls, config: DedupConfig, num_shards: int, max_rounds: int) -> "DedupPlan":
-        """Resolves LSH bands/rows (datasketch's optimum when 0) and partition counts."""
+        """Resolves the LSH banding (``config.banding_rule``) and partition counts."""
         params = minhash.MinHashParams(config.num_perm, config.ngram, config.seed, config.scheme)
-        if config.bands:
-            bands, rows = config.bands, config.rows
-        else:
-            # A threshold of 1.0 is allowed by the config but not by the optimiser.
-            bands, rows = minhash.lsh_params(min(config.threshold, 0.99), config.num_perm)
+        banding = choose_banding(config.banding_rule, config.threshold, config.num_perm, config.max_miss_rate,
+                                 config.bands, config.rows)
         shards = max(1, num_shards)
         ranges = 1 << (shards - 1).bit_length()
-        return cls(config, params, bands, rows, shards, ranges, max_rounds)
+        return cls(config, params, banding, shards, ranges, max_rounds)
+
+    @property
+    def bands(self) -> int:
+        """LSH bands."""
+        return self.banding.bands
+
+    @property
+    def rows(self) -> int:
+        """Signature values per LSH band."""
+        return self.banding.rows
 
     @property
     def num_partitions(self) -> int:

@@ -16,7 +16,7 @@ from corpusmill.transforms.dedup.features import DedupPlan
 def new_accumulator() -> dict:
     """An empty accumulator (small: counts and histograms)."""
     return {"input": 0, "kept": 0, "clusters": 0, "by_kind": {}, "sizes": {}, "unique_pairs": 0,
-            "verified": 0, "rounds": {}, "components": None, "excerpts": {}, "key_collisions": 0}
+            "passed": 0, "rounds": {}, "components": None, "excerpts": {}, "key_collisions": 0}
 
 
 def _add_counts(target: dict, counts: dict) -> None:
@@ -38,7 +38,7 @@ def add_fragment(acc: dict, fragment: dict) -> dict:
         _add_counts(acc["sizes"], fragment["sizes"])
     elif kind == "candidates":
         acc["unique_pairs"] += fragment["unique_pairs"]
-        acc["verified"] += fragment["verified"]
+        acc["passed"] += fragment["passed"]
     elif kind == "round":
         count, total = acc["rounds"].get(fragment["round"], (0, 0))
         acc["rounds"][fragment["round"]] = (count + fragment["count"], (total + fragment["sum"]) % (1 << 64))
@@ -54,7 +54,7 @@ def as_fragments(acc: dict):
     yield {"type": "documents", "input": acc["input"], "kept": acc["kept"]}
     yield {"type": "features", "key_collisions": acc["key_collisions"]}
     yield {"type": "clusters", "clusters": acc["clusters"], "by_kind": acc["by_kind"], "sizes": acc["sizes"]}
-    yield {"type": "candidates", "unique_pairs": acc["unique_pairs"], "verified": acc["verified"]}
+    yield {"type": "candidates", "unique_pairs": acc["unique_pairs"], "passed": acc["passed"]}
     for round_index, (count, total) in acc["rounds"].items():
         yield {"type": "round", "round": round_index, "count": count, "sum": total}
     if acc["components"] is not None:
@@ -89,13 +89,12 @@ def build_stats(acc: dict, top_clusters: list[dict], plan: DedupPlan) -> dict:
             "size_histogram": {str(s): acc["sizes"][s] for s in sorted(acc["sizes"])},
         },
         "top_clusters": top,
-        "candidates": {"unique_pairs_checked": acc["unique_pairs"], "verified": acc["verified"],
-                       "rejected": acc["unique_pairs"] - acc["verified"]},
+        # Distinct candidate pairs whose similarity was checked, and how many passed.
+        "candidates": {"pairs_verified": acc["unique_pairs"], "passed": acc["passed"],
+                       "rejected": acc["unique_pairs"] - acc["passed"]},
         "verification": plan.verify,
         "keep": config.keep,
-        "lsh": ({"bands": plan.bands, "rows": plan.rows, "threshold": config.threshold,
-                 "num_perm": config.num_perm, "ngram": config.ngram, "seed": config.seed,
-                 "scheme": config.scheme} if config.near else None),
+        "lsh": lsh_section(plan) if config.near else None,
         "components": {
             "mode": components_record["mode"],
             "requested": config.components,
@@ -106,4 +105,19 @@ def build_stats(acc: dict, top_clusters: list[dict], plan: DedupPlan) -> dict:
             "rounds_to_converge": rounds,
             "converged": components_record["mode"] != "distributed" or rounds is not None,
         },
+    }
+
+
+def lsh_section(plan: DedupPlan) -> dict:
+    """The banding a run used and what it promises at the threshold (``banding.py``)."""
+    config, banding = plan.config, plan.banding
+    return {
+        "bands": banding.bands, "rows": banding.rows,
+        "banding": banding.rule, "banding_requested": config.banding,
+        "max_miss_rate": config.max_miss_rate if banding.rule == "recall" else None,
+        # 1 - (1 - t^rows)^bands: the share of pairs at J = threshold that become candidates.
+        "expected_recall_at_threshold": round(banding.expected_recall_at_threshold, 6),
+        "candidate_midpoint": round(banding.candidate_midpoint, 4),
+        "threshold": config.threshold, "num_perm": config.num_perm, "ngram": config.ngram,
+        "seed": config.seed, "scheme": config.scheme,
     }

@@ -380,11 +380,17 @@ def test_resolve_clusters_labels_kinds_and_similarity():
     assert largest["member_ids"] == ["a", "b", "c"] and largest["representative_shard"] == shard_of(["a"], 2)[0]
 
 
-def test_lsh_plan_defaults_to_datasketch_optimum():
+def test_lsh_plan_resolves_the_banding_rule():
     plan = DedupPlan.from_config(DedupConfig(), 5, 4)
-    assert (plan.bands, plan.rows) == minhash.lsh_params(0.8, 128)
+    # Exact verification (the default) takes the recall banding; the others datasketch's optimum.
+    assert (plan.banding.rule, plan.bands, plan.rows) == ("recall", 16, 6)
     assert plan.num_partitions == 5 and plan.num_ranges == 8
-    assert DedupPlan.from_config(DedupConfig(bands=16, rows=8), 1, 4).bands == 16
+    for config in (DedupConfig(verify="signature"), DedupConfig(verify="none"), DedupConfig(banding="datasketch")):
+        plan = DedupPlan.from_config(config, 1, 4)
+        assert (plan.banding.rule, plan.bands, plan.rows) == ("datasketch", *minhash.lsh_params(0.8, 128))
+    assert DedupPlan.from_config(DedupConfig(verify="none", banding="recall"), 1, 4).bands == 16
+    explicit = DedupPlan.from_config(DedupConfig(bands=16, rows=8), 1, 4)
+    assert (explicit.banding.rule, explicit.bands, explicit.rows) == ("explicit", 16, 8)
 
 
 # ---------------------------------------------------------------- document keys

@@ -200,6 +200,16 @@ def test_finds_exact_and_near_duplicates_and_accounts_for_every_document(default
     check_keep_policy(default_run, docs, "longest")
 
 
+def test_manifest_records_the_banding_and_the_candidates_verified(default_run):
+    stats = default_run["stats"]
+    lsh = stats["lsh"]
+    assert (lsh["banding"], lsh["banding_requested"], lsh["bands"], lsh["rows"]) == ("recall", "auto", 16, 6)
+    assert lsh["max_miss_rate"] == 0.01 and lsh["expected_recall_at_threshold"] >= 1 - lsh["max_miss_rate"]
+    candidates = stats["candidates"]
+    assert candidates["pairs_verified"] == candidates["passed"] + candidates["rejected"]
+    assert candidates["passed"] > 0 and stats["duplicates_by_kind"]["near"] > 0
+
+
 def test_distributed_components_give_the_same_clusters(default_run, sample_shards, tmp_path):
     # Cluster membership does not depend on the keep policy, so this run also
     # checks smallest_id.
@@ -278,8 +288,8 @@ def test_copies_do_not_add_near_duplicate_candidates(default_run, doubled_shards
     # The exact stage joins the copies; near-duplicate candidates come from the
     # distinct texts only, so twice the documents check about as many pairs.
     # (Without exact dedup every copy is a candidate too: the next test.)
-    once = default_run["stats"]["candidates"]["unique_pairs_checked"]
-    twice = result["stats"]["candidates"]["unique_pairs_checked"]
+    once = default_run["stats"]["candidates"]["pairs_verified"]
+    twice = result["stats"]["candidates"]["pairs_verified"]
     assert 0.8 * once <= twice <= 1.2 * once, (once, twice)
 
 
@@ -291,8 +301,8 @@ def test_without_exact_dedup_copies_are_near_duplicates(default_run, doubled_sha
     assert all(cluster_of.get(i) is not None and cluster_of.get(i) == cluster_of.get("copy/" + i)
                for i in originals)
     # Nothing else joins the copies here, so each is a near-duplicate candidate of its original.
-    once = default_run["stats"]["candidates"]["unique_pairs_checked"]
-    assert result["stats"]["candidates"]["unique_pairs_checked"] > 1.5 * once
+    once = default_run["stats"]["candidates"]["pairs_verified"]
+    assert result["stats"]["candidates"]["pairs_verified"] > 1.5 * once
 
 
 def test_documents_whose_keys_collide_are_kept_and_counted(sample_shards, tmp_path, monkeypatch):

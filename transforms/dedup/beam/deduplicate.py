@@ -188,11 +188,11 @@ class _VerifyDoFn(beam.DoFn):
             payload = lsh.csr_take(values, offsets, rows)
         _, passed = lsh.verify_edges(self._plan.config.verify, self._plan.config.threshold,
                                      left, right, uids[rows], payload)
-        _counter("dedup_candidates_verified", int(passed.sum()))
+        _counter("dedup_candidates_passed", int(passed.sum()))
         _counter("dedup_candidates_rejected", int((~passed).sum()))
         _counter("time_dedup_verify_ms", int((time.perf_counter() - started) * 1000))
         yield beam.pvalue.TaggedOutput("stats", {"type": "candidates", "unique_pairs": int(left.size),
-                                                 "verified": int(passed.sum())})
+                                                 "passed": int(passed.sum())})
         if passed.any():
             yield left[passed], right[passed]
 
