@@ -1,10 +1,13 @@
 """Dedup benchmark: the MinHash kernel, the Beam job, datasketch and rensa, scored against an exact join.
 
-One command, one run, one corpus (linux-doc 6.1 + 6.12, and optionally the same
-corpus repeated under fresh ids), one set of parameters (word 5-gram shingles,
-128 permutations, seed 1, Jaccard threshold 0.8). Every contender sees the same
-texts after the job's default ``NormalizeConfig`` (NFKC, lowercase, whitespace
-collapse), so they all shingle the same words.
+One command, one run, several corpora (``dedup_bench_corpora``): linux-doc 6.1 +
+6.12 (``linux-doc-x1``, and ``linux-doc-x4``, the same repeated under fresh ids),
+and ``html-docs-near``, documentation pages plus near copies whose exact Jaccard
+to their original lies in [0.75, 0.90], most of the true pairs in [0.80, 0.85)
+(issue 12.1). One set of parameters (word 5-gram shingles, 128 permutations,
+seed 1, Jaccard threshold 0.8). Every contender sees the same texts after the
+job's default ``NormalizeConfig`` (NFKC, lowercase, whitespace collapse), so they
+all shingle the same words.
 
 Contenders (each run is a fresh subprocess, runs interleaved per repeat):
 
@@ -12,9 +15,13 @@ Contenders (each run is a fresh subprocess, runs interleaved per repeat):
   text in, signatures out, shingling included; all threads and one thread;
 * ``beam-exact`` / ``beam-none`` (/ ``beam-signature``): ``corpusmill run`` on
   the Parquet corpus with dedup on and ``dedup.verify`` set, read to manifest;
+  ``dedup.banding: auto`` gives beam-exact the recall banding (16 x 6) and the
+  others datasketch's (9 x 13); ``beam-exact-datasketch-bands`` is beam-exact
+  with datasketch's banding;
 * ``datasketch``: Python shingling, ``MinHash.update_batch`` per document
   (scheme "legacy", permutations drawn once and reused), ``MinHashLSH`` insert
-  + query, union-find over the candidates;
+  + query, union-find over the candidates; ``datasketch-exact`` checks each
+  candidate pair by exact Jaccard of the two shingle-string sets first;
 * ``rensa``: the same Python shingling into ``RMinHash.update`` per document
   (and, timed separately, rensa's bulk ``digest_matrix_from_token_sets``),
   ``RMinHashLSH`` insert + query, union-find.
@@ -31,10 +38,12 @@ first, prefix length ``|x| - ceil(t|x|) + 1``, length filter, then exact
 Jaccard of every candidate), which misses no pair. The join is checked against
 brute force (every sampled document against every document, no filter) on a
 random sample, and the 32-bit shingle hashes against the shingle strings on the
-sample's near-threshold pairs.
+sample's near-threshold pairs. On ``html-docs-near`` the edit process names its
+pairs too: every (original, copy) whose builder-measured Jaccard is >= 0.8 must be
+a pair of the join, and no other.
 
 Usage:
-    python benchmarks/dedup_bench.py [--repeats 3] [--copies 1,4]
+    python benchmarks/dedup_bench.py [--repeats 3] [--corpora linux-doc-x1 linux-doc-x4 html-docs-near]
 """
 
 from __future__ import annotations
@@ -57,8 +66,9 @@ import numpy as np
 # dedup_bench_scoring (quality), dedup_bench_summary (medians, machine, targets), dedup_bench_report
 # (markdown).
 from dedup_bench_contenders import CONTENDERS, Contender, run_contender
-from dedup_bench_params import (DATA_DIR, DEFAULT_OUT, NGRAM, NUM_PERM, RENSA_BANDS, REPO_ROOT, SCHEME, SEED,
-                                THRESHOLD, WORKER_COMMAND)
+from dedup_bench_corpora import copy_facts, ensure_corpus
+from dedup_bench_params import (DATA_DIR, DEFAULT_CORPORA, DEFAULT_OUT, NGRAM, NUM_PERM, RENSA_BANDS, REPO_ROOT,
+                                SCHEME, SEED, THRESHOLD, WORKER_COMMAND)
 from dedup_bench_report import NOTES, markdown_report
 from dedup_bench_scoring import score
 from dedup_bench_summary import code_state, evaluate_targets, machine_info, summarise
@@ -88,7 +98,9 @@ def corpus_facts(corpus: Path) -> tuple[np.ndarray, list[str], dict[str, Any]]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender (default 3)")
-    parser.add_argument("--copies", default="1,4", help="corpus sizes, comma separated (default 1,4)")
+    parser.add_argument("--corpora", nargs="+", default=list(DEFAULT_CORPORA),
+                        help=f"corpora (default {' '.join(DEFAULT_CORPORA)}; linux-doc-x<copies> for any copies)")
+    parser.add_argument("--copies", help="linux-doc sizes, comma separated, instead of --corpora (e.g. 1,4)")
     parser.add_argument("--contenders", nargs="+", choices=[c.name for c in CONTENDERS],
                         default=[c.name for c in CONTENDERS])
     parser.add_argument("--sample", type=int, default=300, help="documents in the brute-force check")
@@ -103,21 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(run_worker(argv[1], Path(argv[2]), Path(argv[3]))))
         return 0
     args = _parser().parse_args(argv)
-    copies_list = [int(c) for c in args.copies.split(",")]
+    names = [f"linux-doc-x{int(c)}" for c in args.copies.split(",")] if args.copies else args.corpora
     bench_started = time.perf_counter()
-    from corpusmill.jobs.linux_doc import ensure_corpus
 
     machine = machine_info()
     contenders = [c for c in CONTENDERS if c.name in args.contenders]
-    corpora, facts = {}, {}
-    for copies in copies_list:
-        corpora[copies] = ensure_corpus(DATA_DIR, copies=copies, formats=("parquet",))["parquet"].resolve()
-        facts[copies] = corpus_facts(corpora[copies])
-        print(f"corpus {copies}x: {facts[copies][2]}", file=sys.stderr)
+    corpora, facts, sidecars = {}, {}, {}
+    for name in names:
+        path, sidecars[name] = ensure_corpus(name, DATA_DIR)
+        corpora[name] = path.resolve()
+        facts[name] = corpus_facts(corpora[name])
+        print(f"corpus {name}: {facts[name][2]}", file=sys.stderr)
 
-    runs, labels, failures = run_all(contenders, copies_list, corpora, facts, args.repeats)
-    by_copies = {str(copies): copies_section(copies, runs[copies], labels[copies], facts[copies], args.sample)
-                 for copies in copies_list}
+    runs, labels, failures = run_all(contenders, names, corpora, facts, args.repeats)
+    by_corpus = {name: corpus_section(name, runs[name], labels[name], facts[name], args.sample, sidecars[name])
+                 for name in names}
     report = {
         "benchmark": "dedup_bench",
         "command": "python benchmarks/dedup_bench.py" + (" " + " ".join(argv) if argv else ""),
@@ -129,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "contenders": [dataclasses.asdict(c) for c in contenders],
         "beam_commands": {c.name: "corpusmill " + " ".join(c.command(Path("CORPUS.parquet"), Path("TMP"))[3:])
                           for c in contenders if c.kind == "beam"},
-        "by_copies": by_copies,
-        "raw": {str(c): runs[c] for c in copies_list},
+        "by_corpus": by_corpus,
+        "raw": runs,
         "notes": NOTES,
         "failures": failures,
         "code_version_at_end": code_state(),
@@ -141,50 +153,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_all(contenders: list[Contender], copies_list: list[int], corpora: dict[int, Path],
-            facts: dict[int, tuple[np.ndarray, list[str], dict[str, Any]]], repeats: int,
-            ) -> tuple[dict[int, list[dict[str, Any]]], dict[int, dict[str, np.ndarray]], list[dict[str, Any]]]:
-    """Every run, interleaved per repeat: the runs per corpus size, the first labels per contender, failures."""
-    runs: dict[int, list[dict[str, Any]]] = {c: [] for c in copies_list}
-    labels: dict[int, dict[str, np.ndarray]] = {c: {} for c in copies_list}
+def run_all(contenders: list[Contender], names: list[str], corpora: dict[str, Path],
+            facts: dict[str, tuple[np.ndarray, list[str], dict[str, Any]]], repeats: int,
+            ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, np.ndarray]], list[dict[str, Any]]]:
+    """Every run, interleaved per repeat: the runs per corpus, the first labels per contender, failures."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    labels: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
     failures: list[dict[str, Any]] = []
     for repeat in range(repeats):
-        for copies in copies_list:
-            ids = facts[copies][0]
+        for name in names:
+            ids = facts[name][0]
             for contender in contenders:
-                done = sum(r["contender"] == contender.name for r in runs[copies])
-                if copies not in contender.copies or (contender.max_runs and done >= contender.max_runs):
+                done = sum(r["contender"] == contender.name for r in runs[name])
+                if name not in contender.corpora or (contender.max_runs and done >= contender.max_runs):
                     continue
                 try:
-                    result = run_contender(contender, corpora[copies], ids)
+                    result = run_contender(contender, corpora[name], ids)
                 except RuntimeError as error:
                     # Recorded, not fatal: one failing contender must not lose the others' numbers.
-                    failures.append({"contender": contender.name, "copies": copies, "repeat": repeat,
+                    failures.append({"contender": contender.name, "corpus": name, "repeat": repeat,
                                      "error": str(error)[-1500:]})
-                    print(f"[{repeat + 1}/{repeats}] {copies}x {contender.name} FAILED", file=sys.stderr)
+                    print(f"[{repeat + 1}/{repeats}] {name} {contender.name} FAILED", file=sys.stderr)
                     continue
                 run_labels = result.pop("labels")
-                if run_labels is not None and contender.name not in labels[copies]:
-                    labels[copies][contender.name] = run_labels
-                runs[copies].append({"contender": contender.name, "repeat": repeat, **result})
-                print(f"[{repeat + 1}/{repeats}] {copies}x {contender.name:<15} wall "
+                if run_labels is not None and contender.name not in labels[name]:
+                    labels[name][contender.name] = run_labels
+                runs[name].append({"contender": contender.name, "repeat": repeat, **result})
+                print(f"[{repeat + 1}/{repeats}] {name} {contender.name:<27} wall "
                       f"{result['wall_seconds']:7.2f} s  peak RSS {result['peak_rss_mb']:7.0f} MB  "
                       f"{json.dumps(result.get('phases', {}))}", file=sys.stderr)
     return runs, labels, failures
 
 
-def copies_section(copies: int, runs: list[dict[str, Any]], labels: dict[str, np.ndarray],
-                   facts: tuple[np.ndarray, list[str], dict[str, Any]], sample: int) -> dict[str, Any]:
-    """The report section of one corpus size: medians, and the ground truth and quality if any labels."""
+def corpus_section(name: str, runs: list[dict[str, Any]], labels: dict[str, np.ndarray],
+                   facts: tuple[np.ndarray, list[str], dict[str, Any]], sample: int,
+                   sidecar: Path | None) -> dict[str, Any]:
+    """The report section of one corpus: medians, and the ground truth and quality if any labels."""
     ids, normalized, corpus = facts
     section = {"corpus": corpus, **summarise(runs, corpus)}
     if labels:
-        print(f"ground truth {copies}x ...", file=sys.stderr)
+        print(f"ground truth {name} ...", file=sys.stderr)
         truth = ground_truth(normalized, sample)
         truth["labels"] = truth_components(len(normalized), truth["pairs"])
         section["ground_truth"] = truth_summary(truth)
-        section["quality"] = {name: score(lab, truth, ids) for name, lab in labels.items()}
+        if sidecar is not None:
+            section["ground_truth"]["edit_pairs"] = edit_pair_check(copy_facts(sidecar), ids, truth)
+        section["quality"] = {contender: score(lab, truth, ids) for contender, lab in labels.items()}
     return section
+
+
+def edit_pair_check(facts: list[dict[str, Any]], ids: np.ndarray, truth: dict[str, Any]) -> dict[str, Any]:
+    """The near copies' (original, copy) pairs against the join: those at J >= threshold in it, the others not."""
+    index = {doc_id: i for i, doc_id in enumerate(ids.tolist())}
+    joined = {(int(a), int(b)) for a, b in truth["pairs"]}
+    similarity = np.array([f["jaccard"] for f in facts])
+    pairs = [tuple(sorted((index[f["original"]], index[f["id"]]))) for f in facts]
+    above = similarity >= THRESHOLD
+    in_join = np.array([pair in joined for pair in pairs])
+    edit_set = set(pairs)
+    return {
+        "copies": len(facts),
+        "by_jaccard": {label: int(np.sum((similarity >= lo) & (similarity < hi)))
+                       for label, lo, hi in (("[0.70,0.75)", 0.70, 0.75), ("[0.75,0.80)", 0.75, 0.80),
+                                             ("[0.80,0.85)", 0.80, 0.85), ("[0.85,0.90)", 0.85, 0.90),
+                                             ("[0.90,1.00]", 0.90, 1.01))},
+        "above_threshold": int(above.sum()),
+        "above_threshold_in_join": int(np.sum(above & in_join)),
+        "below_threshold_in_join": int(np.sum(~above & in_join)),
+        "join_pairs_not_edit_pairs": len(joined - edit_set),
+        "identical": bool(np.array_equal(above, in_join)),
+    }
 
 
 def write_reports(report: dict[str, Any], out: Path) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 import measure
 import numpy as np
 
-from dedup_bench_params import SCRIPT, SDK_WORKER_COMMAND, WORKER_COMMAND, WORKERS_1X, WORKERS_4X
+from dedup_bench_params import (LINUX_DOC_1X, LINUX_DOC_4X, NEAR_COPIES, SCRIPT, SDK_WORKER_COMMAND, WORKER_COMMAND,
+                                WORKERS_1X, WORKERS_4X)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,16 +23,16 @@ class Contender:
 
     Attributes:
         name: Label in the report.
-        kind: "kernel", "datasketch", "rensa" (bench workers) or "beam" (the CLI).
+        kind: "kernel", "datasketch", "datasketch-exact", "rensa" (bench workers) or "beam" (the CLI).
         verify: dedup.verify for the Beam job.
-        copies: Corpus sizes it runs on.
+        corpora: Corpora it runs on (``dedup_bench_corpora``).
         max_runs: Cap on repeats (slow or quality-only contenders).
     """
 
     name: str
     kind: str
     verify: str | None = None
-    copies: tuple[int, ...] = (1,)
+    corpora: tuple[str, ...] = (LINUX_DOC_1X, NEAR_COPIES)
     max_runs: int | None = None
     extra_overrides: tuple[str, ...] = ()
     beam_args: tuple[str, ...] = ()
@@ -48,11 +49,14 @@ class Contender:
 
 
 CONTENDERS: tuple[Contender, ...] = (
-    Contender("kernel", "kernel", copies=(1, 4)),
-    Contender("beam-exact", "beam", "exact", copies=(1, 4)),
+    Contender("kernel", "kernel", corpora=(LINUX_DOC_1X, LINUX_DOC_4X, NEAR_COPIES)),
+    # The default job: exact verification, so the recall banding (16 x 6 at 0.8).
+    Contender("beam-exact", "beam", "exact", corpora=(LINUX_DOC_1X, LINUX_DOC_4X, NEAR_COPIES)),
+    # The same with datasketch's banding (9 x 13), as before issue 12.1.
+    Contender("beam-exact-datasketch-bands", "beam", "exact", extra_overrides=("dedup.banding=datasketch",)),
     # Not the default config: smaller shards (more partitions inside the stage),
     # and two worker processes. Do time and peak RSS follow the partition size?
-    Contender("beam-exact-16MiB-shards", "beam", "exact", copies=(1,),
+    Contender("beam-exact-16MiB-shards", "beam", "exact", corpora=(LINUX_DOC_1X,),
               extra_overrides=(f"output.target_shard_bytes={16 * 2**20}",)),
     # Peak RSS per worker: SDK worker processes of the FnApiRunner, the shuffle
     # staying in the runner process (as on Dataflow, where it is a service).
@@ -60,15 +64,18 @@ CONTENDERS: tuple[Contender, ...] = (
     # a worker's memory follows corpus / workers; scaling workers with the
     # corpus at a fixed shard size (1x on 2, 4x on 8) keeps the work per
     # worker fixed, and the peak should stay put.
-    Contender(WORKERS_1X, "beam", "exact", copies=(1,),
+    Contender(WORKERS_1X, "beam", "exact", corpora=(LINUX_DOC_1X,),
               extra_overrides=(f"output.target_shard_bytes={16 * 2**20}",),
               beam_args=("--direct_num_workers=2", "--direct_running_mode=multi_processing")),
-    Contender(WORKERS_4X, "beam", "exact", copies=(4,),
+    Contender(WORKERS_4X, "beam", "exact", corpora=(LINUX_DOC_4X,),
               extra_overrides=(f"output.target_shard_bytes={16 * 2**20}",),
               beam_args=("--direct_num_workers=8", "--direct_running_mode=multi_processing")),
+    # Without exact verification the default banding is datasketch's (dedup.banding: auto).
     Contender("beam-none", "beam", "none"),
     Contender("beam-signature", "beam", "signature", max_runs=1),
     Contender("datasketch", "datasketch"),
+    # datasketch's candidates checked by exact Jaccard of the shingle sets (issue 12.1's comparison).
+    Contender("datasketch-exact", "datasketch-exact"),
     Contender("rensa", "rensa"),
 )
 

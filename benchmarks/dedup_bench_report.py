@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dedup_bench_params import NGRAM, NUM_PERM, RENSA_BANDS, SCHEME, SEED, THRESHOLD
+from dedup_bench_params import (JACCARD_BANDS, LINUX_DOC_4X, NEAR_COPIES, NGRAM, NUM_PERM, RENSA_BANDS, SCHEME, SEED,
+                                THRESHOLD)
+from dedup_bench_truth import band_label
 
 
 NOTES = [
@@ -18,8 +20,18 @@ NOTES = [
     "SHA-1 shingle hash and rensa its own hash, so their signatures differ from the kernel's but have the same "
     "statistics; all three hash the same shingles.",
     f"rensa's RMinHashLSH needs num_perm divisible by the band count, so it runs {RENSA_BANDS} bands x "
-    f"{NUM_PERM // RENSA_BANDS} rows (S-curve midpoint ~0.88) instead of datasketch's 9 x 13 (~0.84) that "
-    "the Beam job also uses.",
+    f"{NUM_PERM // RENSA_BANDS} rows (S-curve midpoint ~0.88) instead of datasketch's 9 x 13 (~0.84).",
+    "Banding (issue 12.1): the Beam job with exact verification (beam-exact, the default) uses the recall rule, "
+    "16 bands x 6 rows (expected recall 0.992 at J = 0.80, candidate midpoint ~0.59); beam-none and "
+    "beam-signature (dedup.banding auto) and beam-exact-datasketch-bands use datasketch's 9 x 13 (0.40 at "
+    "J = 0.80), as MinHashLSH does.",
+    "datasketch-exact is the datasketch contender whose candidate pairs are checked by exact Jaccard of the two "
+    "documents' sets of shingle strings (built for the documents of some candidate pair only) before union-find.",
+    f"{NEAR_COPIES}: the Debian python3.11-doc and postgresql-doc-15 HTML pages as text (one document per page, "
+    "no two with the same normalised text), plus a near copy of every page of >= 300 words and a second one of "
+    "every third: word-level edits (replace, delete, insert, swap) until the exact Jaccard to the original "
+    "reaches a target drawn from [0.80, 0.85) for half of the copies and [0.75, 0.80) or [0.85, 0.90] for a "
+    "quarter each (benchmarks/dedup_bench_corpora.py).",
     "Whole-run wall time of the Beam job includes writing the kept documents, duplicates/, the manifest and "
     "report; stages after dedup (if the config has any with an `enabled` key) are switched off with --set. "
     "The datasketch / rensa paths end at cluster labels in memory.",
@@ -36,8 +48,8 @@ NOTES = [
 def markdown_report(report: dict[str, Any]) -> str:
     """The whole report as markdown."""
     lines = _header(report)
-    for copies, section in report["by_copies"].items():
-        lines += _corpus_section(copies, section)
+    for name, section in report["by_corpus"].items():
+        lines += _corpus_section(name, section)
     lines += _failures(report) + _code_changed(report) + _targets_and_notes(report)
     return "\n".join(lines)
 
@@ -60,20 +72,23 @@ def _header(report: dict[str, Any]) -> list[str]:
         "for every contender.",
         f"- Repeats: {report['repeats']} (interleaved; every run a fresh subprocess); medians. "
         + "; ".join(f"{c['name']} capped at {c['max_runs']} run(s)" for c in report["contenders"] if c["max_runs"]),
-        "- Beam runs (CORPUS = benchmarks/.data/linux-doc-x{1,4}.parquet):",
+        "- Beam runs (CORPUS = benchmarks/.data/<corpus>.parquet):",
         *[f"  - {name}: `{command}`" for name, command in report["beam_commands"].items()],
         "",
     ]
 
 
-def _corpus_section(copies: str, section: dict[str, Any]) -> list[str]:
-    """Everything measured on one corpus size."""
+def _corpus_section(name: str, section: dict[str, Any]) -> list[str]:
+    """Everything measured on one corpus."""
     corpus = section["corpus"]
-    lines = [f"## Corpus {copies}x: {corpus['documents']:,} documents, {corpus['text_bytes'] / 1e6:.1f} MB "
+    lines = [f"## Corpus {name}: {corpus['documents']:,} documents, {corpus['text_bytes'] / 1e6:.1f} MB "
              f"text, {corpus['shingles']:,} shingles", ""]
-    if copies != "1":
+    if name == LINUX_DOC_4X:
         lines += ["The 4x corpus repeats every text under fresh ids, so every document has at least 3 exact "
                   "duplicates (4 copies of each text); nearly every document is a duplicate document.", ""]
+    if name == NEAR_COPIES:
+        lines += ["Documentation pages and near copies of them made by word-level edits, no exact copies: most "
+                  "true pairs have Jaccard just above the threshold (issue 12.1; see the notes).", ""]
     lines += _signatures(section) + _whole_runs(section) + _per_process(section) + _quality(section)
     lines.append("")
     return lines
@@ -142,11 +157,23 @@ def _quality(section: dict[str, Any]) -> list[str]:
                      f"| {q['removed']:,} | {p['precision']:.4f} | {p['recall']:.4f} | {p['f1']:.4f} "
                      f"| {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} "
                      f"| {d['precision']:.4f} | {d['recall']:.4f} | {d['f1']:.4f} |")
+    labels = [band_label(lo, hi) for lo, hi in JACCARD_BANDS]
+    lines += ["", "Pair recall by exact Jaccard of the ground-truth pair (pairs in the band):", "",
+              "| method | " + " | ".join(f"J {label}" for label in labels) + " |",
+              "|---|" + "---:|" * len(labels)]
+    first = next(iter(section["quality"].values()))["pair_recall_by_jaccard"]
+    lines.append("| (pairs) | " + " | ".join(f"{first[label]['pairs']:,}" if first[label] else "0"
+                                              for label in labels) + " |")
+    for name, q in section["quality"].items():
+        cells = [f"{q['pair_recall_by_jaccard'][label]['recall']:.4f}" if q["pair_recall_by_jaccard"][label]
+                 else "-" for label in labels]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Definitions: a predicted cluster is a connected component of the method's edges (Beam: "
         "`duplicates/` rows grouped by cluster_id, plus the representative; datasketch / rensa: union-find "
-        "over all LSH candidates, unverified). *Pair*: predicted pairs are all pairs inside a predicted "
+        "over all LSH candidates, unverified; datasketch-exact: over the candidates that pass the exact check). "
+        "*Pair*: predicted pairs are all pairs inside a predicted "
         "cluster, actual pairs are the ground-truth pairs. *Closure*: actual pairs are all pairs inside a "
         "connected component of the ground-truth graph, so chaining A~B~C is not an error. *Doc*: predicted "
         "are documents in a predicted cluster of size >= 2 (removed or representative), actual are documents "
@@ -163,6 +190,15 @@ def _quality(section: dict[str, Any]) -> list[str]:
 def _ground_truth_paragraph(truth: dict[str, Any]) -> list[str]:
     """The ground truth's size, join time, expected LSH recall and the brute-force / string checks."""
     check = truth["check"]
+    near_label = band_label(*JACCARD_BANDS[0])
+    near_expected = truth.get(f"expected_lsh_pair_recall_{near_label}", {})
+    edits = truth.get("edit_pairs")
+    edit_sentence = [] if not edits else [
+        f"Edit pairs: {edits['copies']:,} near copies (builder's exact Jaccard to the original: "
+        + ", ".join(f"{k}: {v:,}" for k, v in edits["by_jaccard"].items()) + f"); {edits['above_threshold']:,} at "
+        f">= {THRESHOLD}, of which {edits['above_threshold_in_join']:,} are join pairs; "
+        f"{edits['below_threshold_in_join']} below it are; the join has {edits['join_pairs_not_edit_pairs']:,} "
+        f"pair(s) that no edit made ({'consistent' if edits['identical'] else 'INCONSISTENT'}).", ""]
     return [
         "### Quality against the exact ground truth", "",
         f"Ground truth: {truth['pairs']:,} pairs with Jaccard >= {THRESHOLD} over {truth['documents']:,} "
@@ -173,11 +209,14 @@ def _ground_truth_paragraph(truth: dict[str, Any]) -> list[str]:
         + ". Pair recall expected from LSH banding alone (mean over the ground-truth pairs of "
         "1 - (1 - J^rows)^bands): "
         + ", ".join(f"{k} {v:.4f}" for k, v in truth["expected_lsh_pair_recall"].items())
+        + (f"; over the pairs at J in {near_label}: "
+           + ", ".join(f"{k} {v:.4f}" for k, v in near_expected.items() if v is not None)
+           if any(v is not None for v in near_expected.values()) else "")
         + f". Brute-force check on {check['sample_size']} random documents against "
         f"all: {check['brute_force_pairs']} pairs vs {check['join_pairs_touching_sample']} from the join, "
         f"{'identical' if check['identical'] else 'DIFFERENT'}. 32-bit shingle hashes vs shingle strings on "
         f"the sample's {check['near_threshold_pairs_string_checked']} pairs with Jaccard within 0.1 of the "
-        f"threshold: {check['hash_vs_string_disagreements']} decision(s) differ.", ""]
+        f"threshold: {check['hash_vs_string_disagreements']} decision(s) differ.", "", *edit_sentence]
 
 
 def _failures(report: dict[str, Any]) -> list[str]:
@@ -187,7 +226,7 @@ def _failures(report: dict[str, Any]) -> list[str]:
     lines = ["## Failed runs", ""]
     for failure in report["failures"]:
         tail = " ".join(failure["error"].strip().splitlines()[-1:])
-        lines.append(f"- {failure['contender']} at {failure['copies']}x, repeat {failure['repeat'] + 1}: `{tail}`")
+        lines.append(f"- {failure['contender']} on {failure['corpus']}, repeat {failure['repeat'] + 1}: `{tail}`")
     lines.append("")
     return lines
 

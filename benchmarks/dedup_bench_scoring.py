@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from dedup_bench_params import EXAMPLES
-from dedup_bench_truth import jaccard
+from dedup_bench_params import EXAMPLES, JACCARD_BANDS
+from dedup_bench_truth import band_label, in_band, jaccard
 
 
 def _prf(tp: int, predicted: int, actual: int) -> dict[str, float]:
@@ -32,6 +32,8 @@ def score(labels: np.ndarray, truth: dict[str, Any], ids: np.ndarray) -> dict[st
     its connected components), which does not count chaining as an error.
     Document level: predicted are the documents in a predicted cluster of size
     >= 2; actual are the documents in at least one ground-truth pair.
+    Pair recall by Jaccard band: the share of the ground-truth pairs of each
+    band of exact Jaccard whose two documents share a predicted cluster.
     """
     pairs = truth["pairs"]
     n = labels.size
@@ -53,7 +55,12 @@ def score(labels: np.ndarray, truth: dict[str, Any], ids: np.ndarray) -> dict[st
         "pair": _prf(int(same.sum()), _pairs_within(labels), pairs.shape[0]),
         "pair_vs_closure": _prf(closure_tp, _pairs_within(labels), _pairs_within(truth_labels)),
         "document": _prf(int(np.sum(in_cluster & truth_in)), int(in_cluster.sum()), int(truth_in.sum())),
+        "pair_recall_by_jaccard": {},
     }
+    for low, high in JACCARD_BANDS:
+        mask = in_band(truth["similarity"], low, high)
+        result["pair_recall_by_jaccard"][band_label(low, high)] = (
+            {"recall": round(float(same[mask].mean()), 4), "pairs": int(mask.sum())} if mask.any() else None)
     missed = pairs[~same][:EXAMPLES]
     result["missed_pair_examples"] = [
         {"ids": [str(ids[a]), str(ids[b])], "jaccard": round(jaccard(truth, a, b), 4),

@@ -14,7 +14,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from dedup_bench_params import EXAMPLES, NGRAM, NUM_PERM, RENSA_BANDS, THRESHOLD
+from dedup_bench_params import EXAMPLES, JACCARD_BANDS, NGRAM, NUM_PERM, RENSA_BANDS, THRESHOLD
 
 
 @numba.njit(cache=True)
@@ -100,6 +100,33 @@ def exact_join(values: np.ndarray, offsets: np.ndarray, threshold: fractions.Fra
 
 
 @numba.njit(cache=True, parallel=True)
+def _pair_jaccard(values, offsets, left, right, out):
+    for e in numba.prange(left.shape[0]):
+        a, b = left[e], right[e]
+        common = _intersection_size(values, offsets[a], offsets[a + 1], offsets[b], offsets[b + 1])
+        union = (offsets[a + 1] - offsets[a]) + (offsets[b + 1] - offsets[b]) - common
+        out[e] = common / union if union > 0 else 1.0
+
+
+def pair_jaccard(shingle_sets: tuple[np.ndarray, np.ndarray], pairs: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of each pair's shingle-hash sets (two empty sets: 1.0)."""
+    values, offsets = shingle_sets
+    out = np.empty(pairs.shape[0], dtype=np.float64)
+    if pairs.shape[0]:
+        _pair_jaccard(values, offsets, pairs[:, 0].copy(), pairs[:, 1].copy(), out)
+    return out
+
+
+def in_band(similarity: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Mask of similarities in [low, high), or equal to 1.0 for the band (1.0, 1.0)."""
+    return similarity == 1.0 if low == high == 1.0 else (similarity >= low) & (similarity < high)
+
+
+def band_label(low: float, high: float) -> str:
+    return "1.0" if low == high == 1.0 else f"[{low:.2f},{high:.2f})"
+
+
+@numba.njit(cache=True, parallel=True)
 def _brute_force_jaccard(values, offsets, sample, out):
     """Exact Jaccard of every sampled document against every document (no filtering)."""
     n = offsets.shape[0] - 1
@@ -156,6 +183,7 @@ def ground_truth(normalized: list[str], sample_size: int, rng_seed: int = 0) -> 
             disagreements.append({"pair": [a, b], "string_jaccard": string_j})
     return {
         "pairs": pairs,
+        "similarity": pair_jaccard((values, offsets), pairs),
         "shingle_sets": (values, offsets),
         "join_seconds": round(join_seconds, 2),
         "check": {
@@ -190,10 +218,18 @@ def jaccard(truth: dict[str, Any], a: int, b: int) -> float:
 
 
 def minhash_bands() -> tuple[int, int]:
-    """datasketch's optimal (bands, rows) for the threshold, as the job and MinHashLSH use."""
+    """datasketch's optimal (bands, rows) for the threshold, as MinHashLSH uses."""
     from corpusmill.transforms.dedup import minhash
 
     return minhash.lsh_params(THRESHOLD, NUM_PERM)
+
+
+def recall_bands() -> tuple[int, int]:
+    """The job's default (bands, rows) with exact verification: the recall rule."""
+    from corpusmill.schemas.config import DedupConfig
+    from corpusmill.transforms.dedup import banding
+
+    return banding.recall_bands(THRESHOLD, NUM_PERM, DedupConfig().max_miss_rate)
 
 
 def truth_components(num_docs: int, pairs: np.ndarray) -> np.ndarray:
@@ -212,14 +248,20 @@ def truth_summary(truth: dict[str, Any]) -> dict[str, Any]:
     ``truth`` is a ``ground_truth`` result with its component ``labels`` added.
     """
     _, component_sizes = np.unique(truth["labels"], return_counts=True)
-    similarity = np.array([jaccard(truth, a, b) for a, b in truth["pairs"]])
+    similarity = truth["similarity"]
+    near = in_band(similarity, *JACCARD_BANDS[0])
+
+    def expected(b, r, mask=None):
+        chosen = similarity if mask is None else similarity[mask]
+        return round(float(np.mean(1 - (1 - chosen**r) ** b)), 4) if chosen.size else None
+
+    bandings = (recall_bands(), minhash_bands(), (RENSA_BANDS, NUM_PERM // RENSA_BANDS))
     return {
-        "expected_lsh_pair_recall": {
-            f"{b}x{r}": round(float(np.mean(1 - (1 - similarity**r) ** b)), 4)
-            for b, r in (minhash_bands(), (RENSA_BANDS, NUM_PERM // RENSA_BANDS))},
-        "pairs_by_jaccard": {"1.0": int(np.sum(similarity == 1.0)),
-                             "[0.9,1)": int(np.sum((similarity >= 0.9) & (similarity < 1))),
-                             "[0.8,0.9)": int(np.sum(similarity < 0.9))},
+        "expected_lsh_pair_recall": {f"{b}x{r}": expected(b, r) for b, r in bandings},
+        f"expected_lsh_pair_recall_{band_label(*JACCARD_BANDS[0])}": {f"{b}x{r}": expected(b, r, near)
+                                                                     for b, r in bandings},
+        "pairs_by_jaccard": {band_label(lo, hi): int(np.sum(in_band(similarity, lo, hi)))
+                             for lo, hi in JACCARD_BANDS},
         "pairs": int(truth["pairs"].shape[0]), "documents": int(np.unique(truth["pairs"]).size),
         "components": int(np.sum(component_sizes >= 2)), "largest_component": int(component_sizes.max()),
         "minimal_removal": int(np.sum(component_sizes - 1)), "join_seconds": truth["join_seconds"],

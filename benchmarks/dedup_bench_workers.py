@@ -1,4 +1,4 @@
-"""Dedup benchmark: the bodies of the worker subprocesses (kernel, datasketch, rensa).
+"""Dedup benchmark: the bodies of the worker subprocesses (kernel, datasketch, datasketch-exact, rensa).
 
 Each runs in a fresh ``dedup_bench.py _worker KIND CORPUS SCRATCH`` process:
 read, normalise, run the contender, report its phases as JSON.
@@ -6,6 +6,7 @@ read, normalise, run the contender, report its phases as JSON.
 
 from __future__ import annotations
 
+import fractions
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,7 +80,8 @@ def _union_find_phase(num_docs, left, right, phases, scratch) -> dict[str, Any]:
     return {"candidate_pairs": len(left)}
 
 
-def _datasketch_worker(normalized: list[str], phases: dict[str, float], scratch: Path) -> dict[str, Any]:
+def _datasketch_candidates(normalized: list[str], phases: dict[str, float]) -> tuple[list[int], list[int], Any]:
+    """datasketch's candidate pairs (a < b) over all documents, and its index."""
     from datasketch import MinHash, MinHashLSH
 
     started = time.perf_counter()
@@ -109,8 +111,37 @@ def _datasketch_worker(normalized: list[str], phases: dict[str, float], scratch:
                     left.append(key)
                     right.append(other)
     phases["lsh"] = time.perf_counter() - started
+    return left, right, index
+
+
+def _bands_rows(index) -> list[int]:
+    return list(index.b_and_r) if hasattr(index, "b_and_r") else [index.b, index.r]
+
+
+def _datasketch_worker(normalized: list[str], phases: dict[str, float], scratch: Path) -> dict[str, Any]:
+    left, right, index = _datasketch_candidates(normalized, phases)
     extra = _union_find_phase(len(normalized), left, right, phases, scratch)
-    return {**extra, "bands_rows": list(index.b_and_r) if hasattr(index, "b_and_r") else [index.b, index.r]}
+    return {**extra, "bands_rows": _bands_rows(index)}
+
+
+def _datasketch_exact_worker(normalized: list[str], phases: dict[str, float], scratch: Path) -> dict[str, Any]:
+    """datasketch's candidates, each checked by exact Jaccard of the two shingle-string sets."""
+    left, right, index = _datasketch_candidates(normalized, phases)
+    started = time.perf_counter()
+    # Only the documents of some candidate pair are shingled again (a set each, built once).
+    sets: dict[int, set[str]] = {}
+    kept_left, kept_right = [], []
+    threshold = fractions.Fraction(str(THRESHOLD))  # J >= t in integers: no float rounding at the boundary
+    for a, b in zip(left, right):
+        set_a = sets.get(a) or sets.setdefault(a, set(python_shingles(normalized[a])))
+        set_b = sets.get(b) or sets.setdefault(b, set(python_shingles(normalized[b])))
+        common = len(set_a & set_b)
+        if common * threshold.denominator >= threshold.numerator * (len(set_a) + len(set_b) - common):
+            kept_left.append(a)
+            kept_right.append(b)
+    phases["verify"] = time.perf_counter() - started
+    extra = _union_find_phase(len(normalized), kept_left, kept_right, phases, scratch)
+    return {**extra, "candidate_pairs": len(left), "verified_pairs": len(kept_left), "bands_rows": _bands_rows(index)}
 
 
 def _rensa_worker(normalized: list[str], phases: dict[str, float], scratch: Path) -> dict[str, Any]:
@@ -145,7 +176,8 @@ def _rensa_worker(normalized: list[str], phases: dict[str, float], scratch: Path
     return {**extra, "bands": RENSA_BANDS, "bulk_rows": matrix.len()}
 
 
-_WORKERS = {"kernel": _kernel_worker, "datasketch": _datasketch_worker, "rensa": _rensa_worker}
+_WORKERS = {"kernel": _kernel_worker, "datasketch": _datasketch_worker, "datasketch-exact": _datasketch_exact_worker,
+            "rensa": _rensa_worker}
 
 
 def run_worker(kind: str, corpus: Path, scratch: Path) -> dict[str, Any]:

@@ -214,7 +214,7 @@ class DedupConfig:
 
     def __post_init__(self):
         if (self.bands == 0) != (self.rows == 0):
-            raise ConfigError("dedup.bands", "set bands and rows together, or both to 0 to let dedup.banding choose")
+            raise ConfigError("dedup.bands", "set bands and rows together, or both to 0 for dedup.banding to choose")
         if self.bands and self.bands * self.rows > self.num_perm:
             raise ConfigError("dedup.bands", f"bands * rows = {self.bands * self.rows} exceeds num_perm {self.num_perm}")
         if self.bands and self.banding != "auto":

@@ -87,7 +87,7 @@ def _false_positive_area(threshold: float, bands: np.ndarray, rows: np.ndarray) 
 
 @functools.lru_cache(maxsize=64)
 def recall_bands(threshold: float, num_perm: int, max_miss_rate: float) -> tuple[int, int]:
-    """Bands and rows that miss at most ``max_miss_rate`` of the pairs at J = ``threshold``, with the fewest false candidates.
+    """The banding with the fewest false candidates that misses at most ``max_miss_rate`` at J = ``threshold``.
 
     Args:
         threshold: Jaccard threshold, in (0, 1].
