@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,6 +16,7 @@ from corpusmill.schemas.config import load_job
 from corpus_files import SAMPLE
 
 REPO = Path(__file__).resolve().parents[2]
+PACKAGE_FOLDERS = ("pipelines", "transforms", "schemas", "jobs", "training")
 DATAFLOW_ARGS = [
     "--runner", "DataflowRunner", "--project", "corpusmill-test", "--region", "us-central1",
     # A syntactically valid bucket: with an invalid one Beam looks up a default bucket online.
@@ -58,9 +60,16 @@ def test_cli_dry_run_writes_no_snapshot(tmp_path):
 
 
 def test_worker_package_carries_every_module_and_the_sample(tmp_path):
-    # What --setup_file installs on a worker: the wheel built from this checkout.
+    # What --setup_file installs on a worker: the wheel built from this checkout, built from a copy
+    # so that a stale build/ folder in the checkout cannot add modules setup.cfg leaves out.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    for folder in PACKAGE_FOLDERS:
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
+                    "-w", str(tmp_path), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("corpusmill-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for module in ("corpusmill/pipelines/corpus_job.py", "corpusmill/pipelines/stages.py",
@@ -70,4 +79,8 @@ def test_worker_package_carries_every_module_and_the_sample(tmp_path):
                    "corpusmill/schemas/config.py", "corpusmill/jobs/cli.py", "corpusmill/jobs/default.yaml",
                    "corpusmill/jobs/sample/linux-doc-sample.jsonl.zst"):
         assert module in names
+    # Every module of the installed folders, so a package missing from setup.cfg fails here, not on a worker.
+    for folder in PACKAGE_FOLDERS:
+        for module in (REPO / folder).rglob("*.py"):
+            assert f"corpusmill/{module.relative_to(REPO)}" in names
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
