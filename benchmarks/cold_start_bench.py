@@ -1,0 +1,491 @@
+"""Cold start of a fresh install: the first `corpusmill run` against the next ones.
+
+Issue 12, part 2. numba compiles every kernel on its first call and, with
+``cache=True``, keeps the machine code on disk; a fresh install (a new venv, a
+CI clone, a Dataflow worker) pays the compiling once. This measures how much.
+
+* Install: a venv outside the repository (``--work``, default
+  ``/tmp/corpusmill-cold-start``), and the checkout built as a wheel and
+  installed non-editable. ``--source head`` (default) builds ``git archive
+  HEAD``; ``--source worktree`` the working tree's tracked and untracked,
+  not ignored files. Dependencies are pinned to the versions of ``--pins``
+  (the project venv's ``pip freeze``) so the figures compare with the tests;
+  pip's cache is reused.
+* Cold run: before it, every cache a fresh install lacks is cleared: a new,
+  empty ``NUMBA_CACHE_DIR`` (numba then caches only there), every
+  ``__pycache__`` folder under the installed ``corpusmill`` package (Python
+  bytecode and any numba index/data files beside the source), and every
+  numba ``*.nbi``/``*.nbc`` file anywhere in the venv. The dependencies'
+  bytecode that pip wrote at install time is kept, as every fresh install
+  has it. Then ``corpusmill run`` (the embedded default job on the bundled
+  sample) into a fresh output.
+* Warm runs: ``--warm-runs`` more runs with the same caches, fresh outputs.
+* ``--cycles`` cold-then-warm cycles; every run is a fresh process. Medians of
+  wall and CPU (user + sys of the process tree; steadier than wall while
+  other work shares the cores) time, cold, warm and cold - warm.
+* Where the cold time goes: one more cold run and one warm run, each in a
+  harness that records numba's ``numba:compile`` events (inclusive and
+  exclusive of nested compiles, per function and signature) and the time
+  spent loading cached kernels.
+
+Target (issue 12): median cold wall within 10 s of median warm wall.
+
+Usage:
+    python benchmarks/cold_start_bench.py [--cycles 3] [--warm-runs 3] [--source head|worktree]
+        [--work /tmp/corpusmill-cold-start] [--reuse-venv] [--out benchmarks/results/cold_start_bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_OUT = HERE / "results" / "cold_start_bench.json"
+DEFAULT_WORK = Path("/tmp/corpusmill-cold-start")
+TARGET_S = 10.0
+RUN_TIMEOUT_S = 1800
+LEFTOVER_GRACE_S = 1.0
+
+# Runs inside the benchmark venv: `corpusmill run` in-process (FnApiRunner runs the
+# DoFns in this process), numba's compile events and cache loads recorded, JSON
+# written to argv[1], then the exit console_main takes for `run` (a full teardown:
+# an os._exit would leave the bpe-openai worker pool running).
+PROFILE_HARNESS = r"""
+import json, sys, threading, time
+from numba.core import caching, event
+
+out_path, argv = sys.argv[1], sys.argv[2:]
+compiles, loads, local = [], [], threading.local()
+
+class CompileListener(event.Listener):
+    # CPU time of the compiling thread (steadier than wall on a shared machine).
+    def on_start(self, ev):
+        if not hasattr(local, "stack"):
+            local.stack = []
+        local.stack.append([time.thread_time(), 0.0])
+
+    def on_end(self, ev):
+        started, nested = local.stack.pop()
+        inclusive = time.thread_time() - started
+        if local.stack:
+            local.stack[-1][1] += inclusive
+        func = ev.data["dispatcher"].py_func
+        compiles.append({
+            "function": f"{func.__module__}.{func.__qualname__}",
+            "signature": "(" + ", ".join(str(arg) for arg in ev.data["args"]) + ")",
+            "inclusive_s": inclusive, "exclusive_s": inclusive - nested,
+            "nested": bool(local.stack)})
+
+event.register("numba:compile", CompileListener())
+original_load = caching.Cache.load_overload
+
+def timed_load(self, sig, target_context):
+    started = time.thread_time()
+    result = original_load(self, sig, target_context)
+    loads.append({"function": self._name, "seconds": time.thread_time() - started,
+                  "hit": result is not None})
+    return result
+
+caching.Cache.load_overload = timed_load
+original_save = caching.Cache.save_overload
+saves = []
+
+def timed_save(self, sig, data):
+    started = time.thread_time()
+    original_save(self, sig, data)
+    saves.append({"function": self._name, "seconds": time.thread_time() - started})
+
+caching.Cache.save_overload = timed_save
+started = time.perf_counter()
+from corpusmill.jobs import cli
+code = cli.main(argv)
+with open(out_path, "w") as handle:
+    json.dump({"wall_s": time.perf_counter() - started, "exit": code,
+               "compiles": compiles, "cache_loads": loads, "cache_saves": saves}, handle)
+sys.exit(code)
+"""
+
+
+def sh(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """Runs a set-up command, failing loudly with its output."""
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def source_tree(source: str, target: Path) -> str:
+    """The checkout to install, copied to ``target``; returns a description (commit, dirty or not)."""
+    commit = sh(["git", "-C", str(REPO), "rev-parse", "HEAD"]).stdout.strip()
+    target.mkdir(parents=True)
+    if source == "head":
+        archive = target.parent / "source.tar"
+        sh(["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), "HEAD"])
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        archive.unlink()
+        return commit
+    listed = sh(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"]).stdout
+    for name in filter(None, listed.split("\0")):
+        path = REPO / name
+        if path.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / name)
+    dirty = sh(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+    return commit + ("+worktree changes" if dirty else "")
+
+
+def pins(project_venv: Path, target: Path) -> Path:
+    """The project venv's ``pip freeze`` without corpusmill, as a pip constraints file."""
+    frozen = sh([str(project_venv / "bin" / "python"), "-m", "pip", "freeze", "--exclude-editable"]).stdout
+    lines = [line for line in frozen.splitlines()
+             if line and not line.startswith(("-e ", "#")) and not line.lower().startswith("corpusmill")]
+    target.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def install(work: Path, source: str, project_venv: Path, reuse_venv: bool) -> dict[str, Any]:
+    """A venv under ``work`` with the checkout installed from a wheel (non-editable)."""
+    venv = work / "venv"
+    build = work / "build"
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    described = source_tree(source, build / "src")
+    started = time.perf_counter()
+    if not (reuse_venv and (venv / "bin" / "python").exists()):
+        shutil.rmtree(venv, ignore_errors=True)
+        sh([sys.executable, "-m", "venv", str(venv)])
+    python = str(venv / "bin" / "python")
+    sh([python, "-m", "pip", "wheel", "--no-deps", "-w", str(build / "wheel"), str(build / "src")])
+    wheel = next((build / "wheel").glob("corpusmill-*.whl"))
+    sh([python, "-m", "pip", "install", "--force-reinstall", "--no-deps", str(wheel)])
+    sh([python, "-m", "pip", "install", "-c", str(pins(project_venv, build / "pins.txt")), str(wheel)])
+    site = Path(sh([python, "-c", "import corpusmill.jobs, pathlib; "
+                    "print(pathlib.Path(corpusmill.jobs.__file__).parents[2])"]).stdout.strip())
+    versions = json.loads(sh([python, "-c", "import json, numba, numpy, apache_beam, llvmlite, sys; print(json.dumps({"
+                              "'python': sys.version.split()[0], 'numba': numba.__version__, "
+                              "'llvmlite': llvmlite.__version__, 'numpy': numpy.__version__, "
+                              "'apache_beam': apache_beam.__version__}))"]).stdout)
+    shutil.rmtree(build / "src")
+    return {"venv": venv, "site_packages": site, "source": described, "install_s": time.perf_counter() - started,
+            "versions": versions, "wheel": wheel.name}
+
+
+def clear_caches(venv: Path, site: Path, numba_cache: Path) -> dict[str, int]:
+    """Clears what a fresh install lacks (see the module docstring); returns what was removed."""
+    removed = {"corpusmill_pycache_files": 0, "numba_files_in_venv": 0}
+    shutil.rmtree(numba_cache, ignore_errors=True)
+    numba_cache.mkdir(parents=True)
+    for pycache in (site / "corpusmill").rglob("__pycache__"):
+        removed["corpusmill_pycache_files"] += sum(1 for _ in pycache.iterdir())
+        shutil.rmtree(pycache)
+    for pattern in ("*.nbi", "*.nbc"):
+        for path in venv.rglob(pattern):
+            path.unlink()
+            removed["numba_files_in_venv"] += 1
+    return removed
+
+
+def run_env(numba_cache: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("NUMBA_", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV"))}
+    env["NUMBA_CACHE_DIR"] = str(numba_cache)
+    return env
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def run_detached(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[int, list[str]]:
+    """Runs ``command`` in its own session, output to ``log``; returns (exit status, processes left behind).
+
+    Anything a run leaves alive in its process group would hold a pipe open
+    forever (seen with a harness that left by ``os._exit``: the bpe-openai
+    worker pool and multiprocessing's resource tracker outlived it), so output
+    goes to a file, and what is still there ``LEFTOVER_GRACE_S`` after the
+    exit is named, recorded and ended by its group id.
+    """
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        code = process.wait(timeout=RUN_TIMEOUT_S)
+    time.sleep(LEFTOVER_GRACE_S)
+    left = [_command_of(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and _group_of(entry.name) == process.pid]
+    if left:
+        os.killpg(process.pid, signal.SIGKILL)
+    return code, left
+
+
+def _command_of(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+    except OSError:
+        return "?"
+
+
+def _group_of(pid: str) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(b")") + 2:].split()[2])
+
+
+def timed_run(venv: Path, env: dict[str, str], out: Path, cwd: Path) -> dict[str, Any]:
+    """One ``corpusmill run`` in a fresh process: wall, load average before, processes it left behind."""
+    load_before = load_average()
+    started = time.perf_counter()
+    code, left = run_detached([str(venv / "bin" / "corpusmill"), "run", "--output", str(out), "--overwrite"],
+                              env, cwd, cwd / "run.log")
+    wall = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"corpusmill run failed ({code}):\n{(cwd / 'run.log').read_text()[-3000:]}")
+    digest = outputs_digest(out)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"wall_s": round(wall, 2), "load_before": load_before, "outputs_digest": digest,
+            "processes_left_behind": left}
+
+
+def outputs_digest(snapshot: Path) -> str:
+    """sha256 over every output shard's sha256 in the manifest: equal digests, byte-identical outputs."""
+    outputs = json.loads((snapshot / "manifest.json").read_text())["outputs"]
+    shards = {name: [shard["sha256"] for shard in output["shards"]] for name, output in sorted(outputs.items())}
+    return hashlib.sha256(json.dumps(shards).encode()).hexdigest()
+
+
+def cpu_of(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``'s result with ``cpu_s``: user + sys seconds of the children it reaped (one run at a time)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["cpu_s"] = round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)
+    return result
+
+
+def profiled_run(venv: Path, env: dict[str, str], out: Path, cwd: Path, record: Path) -> dict[str, Any]:
+    """One ``corpusmill run`` inside PROFILE_HARNESS; returns its compile and cache-load records."""
+    code, _ = run_detached([str(venv / "bin" / "python"), "-c", PROFILE_HARNESS, str(record),
+                            "run", "--output", str(out), "--overwrite"], env, cwd, cwd / "profile.log")
+    if code != 0:
+        raise RuntimeError(f"profiled run failed ({code}):\n{(cwd / 'profile.log').read_text()[-3000:]}")
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads(record.read_text())
+
+
+def compile_summary(profile: dict[str, Any], top: int = 15) -> dict[str, Any]:
+    """Totals and the top compile costs: per function (signatures summed) by exclusive time."""
+    compiles = profile["compiles"]
+    per_function: dict[str, dict[str, Any]] = {}
+    for entry in compiles:
+        item = per_function.setdefault(entry["function"], {"function": entry["function"], "exclusive_s": 0.0,
+                                                           "inclusive_top_level_s": 0.0, "signatures": []})
+        item["exclusive_s"] += entry["exclusive_s"]
+        if not entry["nested"]:
+            item["inclusive_top_level_s"] += entry["inclusive_s"]
+        item["signatures"].append(entry["signature"])
+    ranked = sorted(per_function.values(), key=lambda item: -item["exclusive_s"])
+    for item in ranked:
+        item["exclusive_s"] = round(item["exclusive_s"], 3)
+        item["inclusive_top_level_s"] = round(item["inclusive_top_level_s"], 3)
+    per_module: dict[str, float] = {}
+    for entry in compiles:
+        parts = entry["function"].split(".")
+        module = ".".join(parts[1:4]) if parts[0] == "corpusmill" else "numba internals (np.sort, np.empty, min, ...)"
+        per_module[module] = per_module.get(module, 0.0) + entry["exclusive_s"]
+    loads = profile["cache_loads"]
+    return {
+        "per_module_exclusive_s": {module: round(seconds, 2)
+                                   for module, seconds in sorted(per_module.items(), key=lambda item: -item[1])},
+        "cache_save_s": round(sum(entry["seconds"] for entry in profile["cache_saves"]), 2),
+        "run_wall_s": round(profile["wall_s"], 2),
+        "compile_cpu_s": round(sum(entry["inclusive_s"] for entry in compiles if not entry["nested"]), 2),
+        "compiled_signatures": len(compiles),
+        "compiled_functions": len(per_function),
+        "multi_signature_functions": {item["function"]: item["signatures"]
+                                      for item in ranked if len(item["signatures"]) > 1},
+        "cache_load_s": round(sum(entry["seconds"] for entry in loads), 2),
+        "cache_hits": sum(entry["hit"] for entry in loads),
+        "cache_misses": sum(not entry["hit"] for entry in loads),
+        "top": ranked[:top],
+    }
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def markdown_section(label: str, result: dict[str, Any]) -> list[str]:
+    summary, setup = result["summary"], result["setup"]
+    lines = [
+        f"## {label}: {setup['source']}",
+        "",
+        f"`python benchmarks/cold_start_bench.py {result['args']}` on {result['date']}; "
+        f"{setup['host']['cpus']} cores shared with other work (1-minute load average "
+        f"{summary['load_range'][0]}..{summary['load_range'][1]} before the runs). Python "
+        f"{setup['versions']['python']}, numba {setup['versions']['numba']}, llvmlite {setup['versions']['llvmlite']}, "
+        f"numpy {setup['versions']['numpy']}, apache-beam {setup['versions']['apache_beam']}; `{setup['wheel']}`.",
+        "",
+        "| | median wall s | median CPU s (user+sys) | runs (wall s) |",
+        "|---|---|---|---|",
+        f"| cold (first run) | {summary['cold_wall_s']} | {summary['cold_cpu_s']} | "
+        f"{', '.join(str(run['wall_s']) for run in result['cold'])} |",
+        f"| warm | {summary['warm_wall_s']} | {summary['warm_cpu_s']} | "
+        f"{', '.join(str(run['wall_s']) for run in result['warm'])} |",
+        f"| cold - warm | **{summary['cold_minus_warm_wall_s']}** | {summary['cold_minus_warm_cpu_s']} | |",
+        "",
+        f"Target (cold within {TARGET_S:.0f} s of warm, median wall): **{'met' if summary['target_met'] else 'not met'}**. "
+        f"Outputs of every run byte-identical: {summary['outputs_identical']} (digest `{summary['outputs_digest'][:16]}`). "
+        f"Processes left behind by a run: {summary['processes_left_behind']}.",
+        "",
+    ]
+    for name in ("cold", "warm"):
+        profile = result["profile"].get(name)
+        if not profile:
+            continue
+        lines += [
+            f"### Where the time goes: a {name} run in the profiling harness",
+            "",
+            f"Run wall {profile['run_wall_s']} s; numba compiling {profile['compile_cpu_s']} CPU s "
+            f"({profile['compiled_signatures']} signatures of {profile['compiled_functions']} functions), "
+            f"writing the cache {profile['cache_save_s']} s, loading cached kernels {profile['cache_load_s']} s "
+            f"({profile['cache_hits']} hits, {profile['cache_misses']} misses).",
+            "",
+        ]
+        if profile["top"]:
+            lines += ["Compile CPU s per module (exclusive of nested compiles, so the rows add up): " + ", ".join(
+                f"{module} {seconds}" for module, seconds in profile["per_module_exclusive_s"].items()) + ".", "",
+                "| function | exclusive s | top-level inclusive s | signatures |", "|---|---|---|---|"]
+            lines += [f"| `{item['function']}` | {item['exclusive_s']} | {item['inclusive_top_level_s']} | "
+                      f"{len(item['signatures'])} |" for item in profile["top"]]
+            lines.append("")
+        if profile["multi_signature_functions"]:
+            lines.append("Compiled for more than one signature (or once per calling context):")
+            lines += [f"- `{function}`: {len(signatures)}" for function, signatures in
+                      profile["multi_signature_functions"].items()]
+            lines.append("")
+    return lines
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    lines = [
+        "# Cold start: the first `corpusmill run` after a fresh install against warm runs",
+        "",
+        "Issue 12, part 2. `benchmarks/cold_start_bench.py`: a venv outside the repository, the checkout installed "
+        "from a wheel (non-editable), then `corpusmill run` with no job file (`jobs/default.yaml`: dedup, order and "
+        "decompose on the bundled sample, 2,994 documents) into a fresh output, every run a fresh process. Cleared "
+        "before each cold run: a new, empty `NUMBA_CACHE_DIR`; every `__pycache__` folder under the installed "
+        "`corpusmill` package (its bytecode and any numba files beside the source); every `*.nbi`/`*.nbc` in the "
+        "venv. The dependencies' bytecode, which pip writes at install, is kept: every fresh install has it.",
+        "",
+    ]
+    for label, result in results.items():
+        lines += markdown_section(label, result)
+    path.write_text("\n".join(lines))
+
+
+def measure(venv: Path, site: Path, work: Path, cycles: int, warm_runs: int,
+            profile_runs: bool) -> tuple[list[dict], list[dict], list[dict], dict[str, Any]]:
+    """The cold-then-warm cycles, then the profiled cold and warm runs."""
+    numba_cache, scratch = work / "numba-cache", work / "runs"
+    scratch.mkdir(exist_ok=True)
+    env = run_env(numba_cache)
+    cold, warm, cleared = [], [], []
+    for cycle in range(cycles):
+        cleared.append(clear_caches(venv, site, numba_cache))
+        run = cpu_of(lambda: timed_run(venv, env, scratch / "out", scratch))
+        cold.append({"cycle": cycle, **run})
+        print(f"cycle {cycle} cold {run['wall_s']} s wall {run['cpu_s']} s cpu (load {run['load_before']})", flush=True)
+        for index in range(warm_runs):
+            run = cpu_of(lambda: timed_run(venv, env, scratch / "out", scratch))
+            warm.append({"cycle": cycle, "index": index, **run})
+            print(f"cycle {cycle} warm {run['wall_s']} s wall {run['cpu_s']} s cpu (load {run['load_before']})",
+                  flush=True)
+    profile: dict[str, Any] = {}
+    if profile_runs:
+        clear_caches(venv, site, numba_cache)
+        for name in ("cold", "warm"):
+            profile[name] = compile_summary(profiled_run(venv, env, scratch / "out", scratch,
+                                                         work / f"profile-{name}.json"))
+            print(f"profiled {name}: compile {profile[name]['compile_cpu_s']} CPU s, "
+                  f"cache loads {profile[name]['cache_load_s']} s", flush=True)
+    return cold, warm, cleared, profile
+
+
+def summarize(cold: list[dict], warm: list[dict]) -> dict[str, Any]:
+    runs = cold + warm
+    summary = {
+        "cold_wall_s": median([run["wall_s"] for run in cold]),
+        "warm_wall_s": median([run["wall_s"] for run in warm]),
+        "cold_cpu_s": median([run["cpu_s"] for run in cold]),
+        "warm_cpu_s": median([run["cpu_s"] for run in warm]),
+        "load_range": [min(run["load_before"] for run in runs), max(run["load_before"] for run in runs)],
+        "outputs_digest": runs[0]["outputs_digest"],
+        "outputs_identical": len({run["outputs_digest"] for run in runs}) == 1,
+        "processes_left_behind": sum(len(run["processes_left_behind"]) for run in runs),
+    }
+    summary["cold_minus_warm_wall_s"] = round(summary["cold_wall_s"] - summary["warm_wall_s"], 2)
+    summary["cold_minus_warm_cpu_s"] = round(summary["cold_cpu_s"] - summary["warm_cpu_s"], 2)
+    summary["target_met"] = summary["cold_minus_warm_wall_s"] <= TARGET_S
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cycles", type=int, default=3, help="cold runs, each followed by the warm runs")
+    parser.add_argument("--warm-runs", type=int, default=3, help="warm runs after each cold run")
+    parser.add_argument("--source", choices=("head", "worktree"), default="head")
+    parser.add_argument("--label", default="head", help="section of --out this run replaces (e.g. before, after)")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="venv and scratch, outside the repository")
+    parser.add_argument("--pins", type=Path, default=REPO / ".venv", help="venv whose package versions are installed")
+    parser.add_argument("--reuse-venv", action="store_true", help="keep the venv's packages, reinstall corpusmill")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiled cold and warm runs")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    known = parser.parse_args()
+    work = known.work.resolve()
+    if REPO in work.parents or work == REPO:
+        parser.error("--work must be outside the repository")
+    work.mkdir(parents=True, exist_ok=True)
+    installed = install(work, known.source, known.pins, known.reuse_venv)
+    print(f"installed {installed['wheel']} ({installed['source']}) into {installed['venv']} "
+          f"in {installed['install_s']:.0f} s", flush=True)
+    cold, warm, cleared, profile = measure(installed["venv"], installed["site_packages"], work, known.cycles,
+                                           known.warm_runs, not known.no_profile)
+    summary = summarize(cold, warm)
+    result = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "args": " ".join(sys.argv[1:]),
+        "setup": {"source": installed["source"], "wheel": installed["wheel"], "versions": installed["versions"],
+                  "install_s": round(installed["install_s"], 1),
+                  "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                  "cleared_before_cold": cleared},
+        "summary": summary, "cold": cold, "warm": warm, "profile": profile,
+    }
+    results = json.loads(known.out.read_text()) if known.out.exists() else {}
+    results[known.label] = result
+    known.out.parent.mkdir(parents=True, exist_ok=True)
+    known.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_markdown(results, known.out.with_suffix(".md"))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
