@@ -227,18 +227,20 @@ def run_detached(command: list[str], env: dict[str, str], cwd: Path, log: Path) 
                                    start_new_session=True)
         code = process.wait(timeout=RUN_TIMEOUT_S)
     time.sleep(LEFTOVER_GRACE_S)
-    left = [_command_of(entry.name) for entry in Path("/proc").iterdir()
-            if entry.name.isdigit() and _group_of(entry.name) == process.pid]
-    if left:
+    group = [entry.name for entry in Path("/proc").iterdir()
+             if entry.name.isdigit() and _group_of(entry.name) == process.pid]
+    if group:
         os.killpg(process.pid, signal.SIGKILL)
-    return code, left
+    # A zombie is a process that has ended and waits for its new parent (pid 1) to reap it.
+    return code, [command for command in map(_command_of, group) if command]
 
 
 def _command_of(pid: str) -> str:
+    """The command line of a live process; empty for a zombie (or one that has gone)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
     except OSError:
-        return "?"
+        return ""
 
 
 def _group_of(pid: str) -> int | None:
