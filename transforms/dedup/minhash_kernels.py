@@ -280,12 +280,16 @@ def nb_shingle_sets(data, offsets, block_bounds, ngram, starts, out, counts):
             counts[doc] = unique
 
 
-# Serial: a copy at memory speed either way (about 1 ms for 3 M values), and a
-# parallel kernel takes numba 0.3-0.5 s longer to compile on a cold start.
+# Serial, element by element: a few ms for 3 M values. A parallel kernel takes
+# numba 0.3-0.5 s longer to compile on a cold start, and a serial slice
+# assignment 1.5 s longer (its shape-mismatch error message pulls in numba's
+# string formatting).
 @numba.njit(cache=True, nogil=True)
 def _nb_compact(scratch, starts, counts, csr_offsets, out):
     for doc in range(starts.shape[0]):
-        out[csr_offsets[doc] : csr_offsets[doc] + counts[doc]] = scratch[starts[doc] : starts[doc] + counts[doc]]
+        target, source = csr_offsets[doc], starts[doc]
+        for k in range(counts[doc]):
+            out[target + k] = scratch[source + k]
 
 
 def compact_sets(scratch: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
