@@ -4,13 +4,15 @@ Issue 12, part 2. numba compiles every kernel on its first call and, with
 ``cache=True``, keeps the machine code on disk; a fresh install (a new venv, a
 CI clone, a Dataflow worker) pays the compiling once. This measures how much.
 
-* Install: a venv outside the repository (``--work``, default
-  ``/tmp/corpusmill-cold-start``), and the checkout built as a wheel and
-  installed non-editable. ``--source head`` (default) builds ``git archive
-  HEAD``; ``--source worktree`` the working tree's tracked and untracked,
-  not ignored files. Dependencies are pinned to the versions of ``--pins``
-  (the project venv's ``pip freeze``) so the figures compare with the tests;
-  pip's cache is reused.
+* Install: a venv outside the repository (under ``--work``, default
+  ``/tmp/corpusmill-cold-start``), the checkout built as a wheel and installed
+  non-editable. ``--source`` is a git revision (default ``HEAD``, taken with
+  ``git archive``) or ``worktree`` (the tracked and untracked, not ignored
+  files as they are). Dependencies are pinned to the versions in ``--pins``
+  (the project venv's ``pip freeze``), so the figures compare with the tests;
+  pip's cache is reused. ``--baseline REVISION`` installs a second venv and
+  interleaves its cycles with the first (the order alternates), for a
+  before/after comparison on a shared machine.
 * Cold run: before it, every cache a fresh install lacks is cleared: a new,
   empty ``NUMBA_CACHE_DIR`` (numba then caches only there), every
   ``__pycache__`` folder under the installed ``corpusmill`` package (Python
@@ -20,19 +22,20 @@ CI clone, a Dataflow worker) pays the compiling once. This measures how much.
   has it. Then ``corpusmill run`` (the embedded default job on the bundled
   sample) into a fresh output.
 * Warm runs: ``--warm-runs`` more runs with the same caches, fresh outputs.
-* ``--cycles`` cold-then-warm cycles; every run is a fresh process. Medians of
-  wall and CPU (user + sys of the process tree; steadier than wall while
-  other work shares the cores) time, cold, warm and cold - warm.
+* ``--cycles`` cold-then-warm cycles; every run is a fresh process, its
+  outputs' digest (the manifest's shard sha256s) compared. Medians of wall
+  and CPU time (user + sys of the process tree), cold, warm, cold - warm.
 * Where the cold time goes: one more cold run and one warm run, each in a
-  harness that records numba's ``numba:compile`` events (inclusive and
-  exclusive of nested compiles, per function and signature) and the time
-  spent loading cached kernels.
+  harness that records numba's ``numba:compile`` events (CPU time of the
+  compiling thread, inclusive and exclusive of nested compiles, per function
+  and signature) and the time spent writing and loading cached kernels.
 
 Target (issue 12): median cold wall within 10 s of median warm wall.
 
 Usage:
-    python benchmarks/cold_start_bench.py [--cycles 3] [--warm-runs 3] [--source head|worktree]
-        [--work /tmp/corpusmill-cold-start] [--reuse-venv] [--out benchmarks/results/cold_start_bench.json]
+    python benchmarks/cold_start_bench.py [--cycles 3] [--warm-runs 3] [--source HEAD|worktree|REV]
+        [--baseline REV] [--label NAME] [--work /tmp/corpusmill-cold-start] [--reuse-venv]
+        [--out benchmarks/results/cold_start_bench.json]
 """
 
 from __future__ import annotations
@@ -131,16 +134,21 @@ def sh(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
 
 
 def source_tree(source: str, target: Path) -> str:
-    """The checkout to install, copied to ``target``; returns a description (commit, dirty or not)."""
-    commit = sh(["git", "-C", str(REPO), "rev-parse", "HEAD"]).stdout.strip()
+    """The checkout to install, copied to ``target``; returns a description (commit, with changes or not).
+
+    ``source`` is ``worktree`` (tracked and untracked, not ignored files as they
+    are now) or a git revision (``HEAD``, a commit), taken with ``git archive``.
+    """
     target.mkdir(parents=True)
-    if source == "head":
+    if source != "worktree":
+        commit = sh(["git", "-C", str(REPO), "rev-parse", "--verify", f"{source}^{{commit}}"]).stdout.strip()
         archive = target.parent / "source.tar"
-        sh(["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), "HEAD"])
+        sh(["git", "-C", str(REPO), "archive", "--format=tar", "-o", str(archive), commit])
         with tarfile.open(archive) as tar:
             tar.extractall(target, filter="data")
         archive.unlink()
         return commit
+    commit = sh(["git", "-C", str(REPO), "rev-parse", "HEAD"]).stdout.strip()
     listed = sh(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"]).stdout
     for name in filter(None, listed.split("\0")):
         path = REPO / name
@@ -148,7 +156,7 @@ def source_tree(source: str, target: Path) -> str:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target / name)
     dirty = sh(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
-    return commit + ("+worktree changes" if dirty else "")
+    return commit + (" + working-tree changes" if dirty else "")
 
 
 def pins(project_venv: Path, target: Path) -> Path:
@@ -160,10 +168,10 @@ def pins(project_venv: Path, target: Path) -> Path:
     return target
 
 
-def install(work: Path, source: str, project_venv: Path, reuse_venv: bool) -> dict[str, Any]:
-    """A venv under ``work`` with the checkout installed from a wheel (non-editable)."""
-    venv = work / "venv"
-    build = work / "build"
+def install(home: Path, source: str, project_venv: Path, reuse_venv: bool) -> dict[str, Any]:
+    """A venv under ``home`` with the checkout installed from a wheel (non-editable)."""
+    venv = home / "venv"
+    build = home / "build"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
     described = source_tree(source, build / "src")
@@ -183,8 +191,8 @@ def install(work: Path, source: str, project_venv: Path, reuse_venv: bool) -> di
                               "'llvmlite': llvmlite.__version__, 'numpy': numpy.__version__, "
                               "'apache_beam': apache_beam.__version__}))"]).stdout)
     shutil.rmtree(build / "src")
-    return {"venv": venv, "site_packages": site, "source": described, "install_s": time.perf_counter() - started,
-            "versions": versions, "wheel": wheel.name}
+    return {"home": home, "venv": venv, "site_packages": site, "source": described,
+            "install_s": time.perf_counter() - started, "versions": versions, "wheel": wheel.name}
 
 
 def clear_caches(venv: Path, site: Path, numba_cache: Path) -> dict[str, int]:
@@ -339,7 +347,9 @@ def markdown_section(label: str, result: dict[str, Any]) -> list[str]:
     lines = [
         f"## {label}: {setup['source']}",
         "",
-        f"`python benchmarks/cold_start_bench.py {result['args']}` on {result['date']}; "
+        f"`python benchmarks/cold_start_bench.py {result['args']}` on {result['date']}"
+        + (f", runs interleaved with '{', '.join(setup['interleaved_with'])}'" if setup.get("interleaved_with") else "")
+        + "; "
         f"{setup['host']['cpus']} cores shared with other work (1-minute load average "
         f"{summary['load_range'][0]}..{summary['load_range'][1]} before the runs). Python "
         f"{setup['versions']['python']}, numba {setup['versions']['numba']}, llvmlite {setup['versions']['llvmlite']}, "
@@ -358,6 +368,8 @@ def markdown_section(label: str, result: dict[str, Any]) -> list[str]:
         f"Processes left behind by a run: {summary['processes_left_behind']}.",
         "",
     ]
+    if result.get("note"):
+        lines += [result["note"], ""]
     for name in ("cold", "warm"):
         profile = result["profile"].get(name)
         if not profile:
@@ -403,32 +415,35 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
-def measure(venv: Path, site: Path, work: Path, cycles: int, warm_runs: int,
-            profile_runs: bool) -> tuple[list[dict], list[dict], list[dict], dict[str, Any]]:
-    """The cold-then-warm cycles, then the profiled cold and warm runs."""
-    numba_cache, scratch = work / "numba-cache", work / "runs"
-    scratch.mkdir(exist_ok=True)
-    env = run_env(numba_cache)
-    cold, warm, cleared = [], [], []
+def measure(installs: list[dict[str, Any]], cycles: int, warm_runs: int, profile_runs: bool) -> list[dict[str, Any]]:
+    """The cold-then-warm cycles of every install, interleaved (the order alternates), then the profiled runs."""
+    runs = [{"cold": [], "warm": [], "cleared": [], "profile": {}} for _ in installs]
     for cycle in range(cycles):
-        cleared.append(clear_caches(venv, site, numba_cache))
-        run = cpu_of(lambda: timed_run(venv, env, scratch / "out", scratch))
-        cold.append({"cycle": cycle, **run})
-        print(f"cycle {cycle} cold {run['wall_s']} s wall {run['cpu_s']} s cpu (load {run['load_before']})", flush=True)
-        for index in range(warm_runs):
-            run = cpu_of(lambda: timed_run(venv, env, scratch / "out", scratch))
-            warm.append({"cycle": cycle, "index": index, **run})
-            print(f"cycle {cycle} warm {run['wall_s']} s wall {run['cpu_s']} s cpu (load {run['load_before']})",
-                  flush=True)
-    profile: dict[str, Any] = {}
+        order = range(len(installs)) if cycle % 2 == 0 else reversed(range(len(installs)))
+        for which in order:
+            venv, site, home = installs[which]["venv"], installs[which]["site_packages"], installs[which]["home"]
+            numba_cache, scratch = home / "numba-cache", home / "runs"
+            scratch.mkdir(exist_ok=True)
+            env = run_env(numba_cache)
+            runs[which]["cleared"].append(clear_caches(venv, site, numba_cache))
+            for index in range(warm_runs + 1):
+                run = cpu_of(lambda: timed_run(venv, env, scratch / "out", scratch))
+                kind = "cold" if index == 0 else "warm"
+                runs[which][kind].append({"cycle": cycle, "index": index, **run})
+                print(f"{installs[which]['source'][:12]} cycle {cycle} {kind} {run['wall_s']} s wall {run['cpu_s']} s "
+                      f"cpu (load {run['load_before']})", flush=True)
     if profile_runs:
-        clear_caches(venv, site, numba_cache)
-        for name in ("cold", "warm"):
-            profile[name] = compile_summary(profiled_run(venv, env, scratch / "out", scratch,
-                                                         work / f"profile-{name}.json"))
-            print(f"profiled {name}: compile {profile[name]['compile_cpu_s']} CPU s, "
-                  f"cache loads {profile[name]['cache_load_s']} s", flush=True)
-    return cold, warm, cleared, profile
+        for which, installed in enumerate(installs):
+            numba_cache, scratch = installed["home"] / "numba-cache", installed["home"] / "runs"
+            env = run_env(numba_cache)
+            clear_caches(installed["venv"], installed["site_packages"], numba_cache)
+            for name in ("cold", "warm"):
+                profile = compile_summary(profiled_run(installed["venv"], env, scratch / "out", scratch,
+                                                       installed["home"] / f"profile-{name}.json"))
+                runs[which]["profile"][name] = profile
+                print(f"{installed['source'][:12]} profiled {name}: compile {profile['compile_cpu_s']} CPU s, "
+                      f"cache loads {profile['cache_load_s']} s", flush=True)
+    return runs
 
 
 def summarize(cold: list[dict], warm: list[dict]) -> dict[str, Any]:
@@ -453,39 +468,48 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=3, help="cold runs, each followed by the warm runs")
     parser.add_argument("--warm-runs", type=int, default=3, help="warm runs after each cold run")
-    parser.add_argument("--source", choices=("head", "worktree"), default="head")
+    parser.add_argument("--source", default="HEAD", help="worktree, or a git revision to install (default HEAD)")
     parser.add_argument("--label", default="head", help="section of --out this run replaces (e.g. before, after)")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="venv and scratch, outside the repository")
+    parser.add_argument("--baseline", metavar="REVISION",
+                        help="also install this git revision and interleave its runs with --source's "
+                             "(section '<label> baseline')")
+    parser.add_argument("--baseline-label", help="its section of --out (default '<label> baseline')")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="venvs and scratch, outside the repository")
     parser.add_argument("--pins", type=Path, default=REPO / ".venv", help="venv whose package versions are installed")
-    parser.add_argument("--reuse-venv", action="store_true", help="keep the venv's packages, reinstall corpusmill")
+    parser.add_argument("--reuse-venv", action="store_true", help="keep the venvs' packages, reinstall corpusmill")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled cold and warm runs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     known = parser.parse_args()
     work = known.work.resolve()
     if REPO in work.parents or work == REPO:
         parser.error("--work must be outside the repository")
-    work.mkdir(parents=True, exist_ok=True)
-    installed = install(work, known.source, known.pins, known.reuse_venv)
-    print(f"installed {installed['wheel']} ({installed['source']}) into {installed['venv']} "
-          f"in {installed['install_s']:.0f} s", flush=True)
-    cold, warm, cleared, profile = measure(installed["venv"], installed["site_packages"], work, known.cycles,
-                                           known.warm_runs, not known.no_profile)
-    summary = summarize(cold, warm)
-    result = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "args": " ".join(sys.argv[1:]),
-        "setup": {"source": installed["source"], "wheel": installed["wheel"], "versions": installed["versions"],
-                  "install_s": round(installed["install_s"], 1),
-                  "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
-                  "cleared_before_cold": cleared},
-        "summary": summary, "cold": cold, "warm": warm, "profile": profile,
-    }
+    sources = {known.label: ("main", known.source)}
+    if known.baseline:
+        sources[known.baseline_label or f"{known.label} baseline"] = ("baseline", known.baseline)
+    installs = []
+    for subfolder, source in sources.values():
+        installs.append(install(work / subfolder, source, known.pins, known.reuse_venv))
+        print(f"installed {installs[-1]['source']} into {installs[-1]['venv']} in {installs[-1]['install_s']:.0f} s",
+              flush=True)
+    measured = measure(installs, known.cycles, known.warm_runs, not known.no_profile)
     results = json.loads(known.out.read_text()) if known.out.exists() else {}
-    results[known.label] = result
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    for label, installed, runs in zip(sources, installs, measured):
+        summary = summarize(runs["cold"], runs["warm"])
+        results[label] = {
+            "date": date,
+            "args": " ".join(sys.argv[1:]),
+            "setup": {"source": installed["source"], "wheel": installed["wheel"], "versions": installed["versions"],
+                      "install_s": round(installed["install_s"], 1),
+                      "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                      "interleaved_with": [other for other in sources if other != label],
+                      "cleared_before_cold": runs["cleared"]},
+            "summary": summary, "cold": runs["cold"], "warm": runs["warm"], "profile": runs["profile"],
+        }
+        print(label, json.dumps(summary))
     known.out.parent.mkdir(parents=True, exist_ok=True)
     known.out.write_text(json.dumps(results, indent=1) + "\n")
     write_markdown(results, known.out.with_suffix(".md"))
-    print(json.dumps(summary))
     return 0
 
 
