@@ -1,8 +1,9 @@
 """The ``corpusmill`` command line.
 
     corpusmill run [JOB.yaml] [--input GLOB ...] [--output DIR] [--set key=value ...]
-                   [--overwrite] [-- BEAM_ARGS]
+                   [--overwrite] [--quiet] [--log-format text|json] [-- BEAM_ARGS]
     corpusmill dedup | decompose   (one stage; same flags as run)
+    corpusmill refresh --previous SNAPSHOT [JOB.yaml] --input GLOB ... --output DIR  (same flags as run)
     corpusmill inspect DIR [--rows N]
     corpusmill report DIR
 
@@ -11,17 +12,25 @@ success, 2 for a bad configuration, input or output (nothing ran; this includes
 an output another run holds), 1 when the run failed, 3 when the run completed
 and published its snapshot but kept no document at all (every record rejected
 or a duplicate): a scheduled job should not pass that as a success.
+
+A run logs its progress on stderr (each stage's start, a line every 10 s with
+the documents read and the stage reached) and ends with a summary table on
+stdout. ``--quiet`` keeps only warnings and errors; ``--log-format json``
+writes every line, the summary included, as one JSON object per line on
+stderr and nothing on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib.resources
 import json
 import logging
 import os
 import sys
 import textwrap
+import time
 import traceback
 from typing import Any
 
@@ -41,12 +50,76 @@ STAGE_ONLY = {
 }
 
 
+log = logging.getLogger("corpusmill")
+
+
 class _DropBeamImportNoise(logging.Filter):
     """Beam warns at import that the optional GCP client libraries are missing; a local
     run does not need them, and the line reads like an error to a user."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("apitools not found")
+
+
+class _TextFormatter(logging.Formatter):
+    """``HH:MM:SS message`` for corpusmill's own lines; anything else also names its level and logger."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if not (record.name.startswith("corpusmill") and record.levelno == logging.INFO):
+            text = f"{record.levelname} {record.name}: {text}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return time.strftime("%H:%M:%S ", time.localtime(record.created)) + text
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the record's structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "corpusmill", None) or {})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (a test's capture replaces it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(quiet: bool = False, log_format: str = "text") -> None:
+    """Sends log lines to stderr: corpusmill's progress at INFO, other libraries' at WARNING.
+
+    Beam logs every fused stage it runs at INFO; a person at a terminal wants
+    corpusmill's own lines. Calling this again replaces the handler it set.
+
+    Args:
+        quiet: Warnings and errors only.
+        log_format: ``text`` (``HH:MM:SS message``) or ``json`` (one object per line).
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
+    handler.addFilter(_DropBeamImportNoise())
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def default_job_spec() -> dict[str, Any]:
@@ -84,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         "dedup": "run only read, validate and dedup (the other stages off)",
         "order": "run only read, validate and the in-context order (the other stages off)",
         "decompose": "run only read, validate and decompose (the other stages off)",
+        "refresh": "a new snapshot of only the new documents that duplicate nothing already published",
     }
     for command, text in stage_help.items():
         run = commands.add_parser(command, help=text)
@@ -94,6 +168,14 @@ def _parser() -> argparse.ArgumentParser:
         run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override one config key, e.g. --set input.text_field=content")
         run.add_argument("--overwrite", action="store_true", help="replace an existing snapshot")
+        run.add_argument("--quiet", action="store_true",
+                         help="no progress and no summary: only warnings and errors (for cron)")
+        run.add_argument("--log-format", choices=("text", "json"), default="text",
+                         help="json: every log line and the final summary as one JSON object per line on "
+                              "stderr, nothing on stdout (for schedulers); default: text")
+        if command == "refresh":
+            run.add_argument("--previous", required=True, metavar="SNAPSHOT",
+                             help="the published snapshot to extend; its index/ is joined against, not copied")
     inspect = commands.add_parser("inspect", help="summarise a snapshot and show a few rows")
     inspect.add_argument("snapshot", metavar="DIR")
     inspect.add_argument("--rows", type=int, default=3, help="rows to show per output (default 3)")
@@ -107,6 +189,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from corpusmill.transforms.io.beam.snapshot import OutputExistsError
     from corpusmill.transforms.io.inputs import InputError
     from corpusmill.transforms.io.output_paths import OutputPathError
+    from corpusmill.pipelines.refresh_job import PreviousSnapshotError
 
     overrides = list(args.overrides)
     overrides += STAGE_ONLY.get(args.command, [])
@@ -122,20 +205,65 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         from corpusmill.jobs.report import render_report
         from corpusmill.pipelines.corpus_job import run_job
 
-        manifest = run_job(config, beam_args, render_report)
-    except (ConfigError, InputError, OutputExistsError, OutputPathError, OutputLockedError) as error:
-        print(f"corpusmill: error: {error}", file=sys.stderr)
+        if args.command == "refresh":
+            from corpusmill.pipelines.refresh_job import run_refresh
+
+            manifest = run_refresh(config, args.previous, beam_args, render_report)
+        else:
+            manifest = run_job(config, beam_args, render_report)
+    except (ConfigError, InputError, OutputExistsError, OutputPathError, OutputLockedError,
+            PreviousSnapshotError) as error:
+        _error(args, f"error: {error}")
         return EXIT_USAGE
+    json_log = args.log_format == "json"
     if manifest is None:
-        print("dry run: the pipeline was built and translated; nothing was written.")
+        if json_log:
+            log.info("dry run: nothing written", extra={"corpusmill": {"event": "dry_run"}})
+        elif not args.quiet:
+            print("dry run: the pipeline was built and translated; nothing was written.")
         return 0
-    print(summary(manifest, config.output.path))
+    if json_log:
+        log.info("run complete: %s", config.output.path,
+                 extra={"corpusmill": summary_record(manifest, config.output.path)})
+    elif not args.quiet:
+        print(summary(manifest, config.output.path))
     if manifest["counts"]["kept"] == 0:
-        print(f"corpusmill: WARNING: no document was kept: all {manifest['counts']['input_records']:,} input "
-              f"records were rejected or duplicates; the rejected rows and their reasons are in "
-              f"{config.output.path.rstrip('/')}/rejected/ (exit status {EXIT_NOTHING_KEPT})", file=sys.stderr)
+        _error(args, f"WARNING: no document was kept: all {manifest['counts']['input_records']:,} input "
+                     f"records were rejected or duplicates; the rejected rows and their reasons are in "
+                     f"{config.output.path.rstrip('/')}/rejected/ (exit status {EXIT_NOTHING_KEPT})",
+               logging.WARNING)
         return EXIT_NOTHING_KEPT
     return 0
+
+
+def _error(args: argparse.Namespace, message: str, level: int = logging.ERROR) -> None:
+    """A line for stderr: ``corpusmill: MESSAGE``, or a JSON log line with ``--log-format json``."""
+    if getattr(args, "log_format", "text") == "json":
+        log.log(level, message)
+    else:
+        print(f"corpusmill: {message}", file=sys.stderr)
+
+
+def _total_row(manifest: dict[str, Any]) -> dict[str, Any]:
+    counts = manifest["counts"]
+    return {"stage": "total", "documents_in": counts["input_records"], "documents_out": counts["kept"],
+            "duplicates": counts["duplicates"], "rejected": counts["rejected"],
+            "seconds": manifest.get("timings", {}).get("wall_seconds")}
+
+
+def summary_record(manifest: dict[str, Any], where: str) -> dict[str, Any]:
+    """The end of a run as one structured record (``--log-format json``)."""
+    return {
+        "event": "summary",
+        "snapshot": where,
+        "status": manifest["status"],
+        "counts": manifest["counts"],
+        "stages": [*manifest.get("timings", {}).get("stages", []), _total_row(manifest)],
+        "outputs": {name: {"shards": len(out["shards"]), "rows": out["rows"], "bytes": out["bytes"]}
+                    for name, out in manifest["outputs"].items()},
+        "wall_seconds": manifest.get("timings", {}).get("wall_seconds"),
+        "report": f"{where.rstrip('/')}/report.html",
+    }
 
 
 def summary(manifest: dict[str, Any], where: str, status: str | None = None) -> str:
@@ -150,6 +278,11 @@ def summary(manifest: dict[str, Any], where: str, status: str | None = None) -> 
     ]
     if counts["rejected_by_reason"]:
         lines.append("rejected: " + ", ".join(f"{k}={v}" for k, v in counts["rejected_by_reason"].items()))
+    stages = manifest.get("timings", {}).get("stages")
+    if stages:
+        from corpusmill.pipelines.progress import format_table
+
+        lines += ["", format_table(stages, _total_row(manifest)), ""]
     for name, out in manifest["outputs"].items():
         lines.append(f"{name + '/':<20}{len(out['shards'])} shards, {out['rows']:,} rows, {out['bytes']:,} bytes")
     order = manifest.get("order") or {}
@@ -162,6 +295,13 @@ def summary(manifest: dict[str, Any], where: str, status: str | None = None) -> 
                      f"{ratio('over_natural')}x natural; kNN {knn.get('mode')} "
                      f"({knn.get('partitions')} partition(s), recall@{knn.get('k')} "
                      f"{'n/a' if recall is None else f'{recall:.3f}'})")
+    refresh = (manifest.get("dedup") or {}).get("refresh")
+    if refresh and manifest.get("previous"):
+        previous = manifest["previous"]
+        lines.append(f"refresh:  against {previous['path']} ({previous['documents']:,} documents, chain of "
+                     f"{len(manifest.get('lineage', []))}): duplicates of published "
+                     f"{sum(refresh['against_previous'].values()):,}, of each other "
+                     f"{sum(refresh['against_each_other'].values()):,}; index now {manifest['outputs']['index']['rows']:,}")
     partitioning = manifest["execution"]["partitioning"]
     lines.append(f"partitioning: {partitioning['mode']} ({partitioning['reason']})")
     skipped = manifest["input"].get("skipped_files", 0)
@@ -271,8 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         split = argv.index("--")
         argv, beam_args = argv[:split], argv[split + 1 :]
     args = _parser().parse_args(argv)
+    configure_logging(getattr(args, "quiet", False), getattr(args, "log_format", "text"))
     try:
-        if args.command in ("run", *STAGE_ONLY):
+        if args.command in ("run", "refresh", *STAGE_ONLY):
             return _run(args, beam_args)
         if args.command == "report":
             return _report(args)
@@ -283,8 +424,12 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as error:  # noqa: BLE001 - report every failure with a non-zero status
-        traceback.print_exc()
-        print(f"corpusmill: run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        if getattr(args, "log_format", "text") == "json":
+            log.error("run failed: %s: %s", type(error).__name__, error, exc_info=True,
+                      extra={"corpusmill": {"event": "failed"}})
+        else:
+            traceback.print_exc()
+            print(f"corpusmill: run failed: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILED
 
 

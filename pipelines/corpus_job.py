@@ -27,6 +27,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
+from corpusmill.pipelines import progress
 from corpusmill.pipelines.local_runner import check_local_options, run_safely
 from corpusmill.pipelines.stages import StageEntry, enabled_stages, stage_folders
 from corpusmill.schemas import manifest as manifest_lib
@@ -69,10 +70,12 @@ class JobPlan:
     parquet: ParquetOptions
     stages: tuple[tuple[StageEntry, Any], ...]
     skipped: tuple[SkippedFile, ...] = ()
+    previous_index: tuple[str, ...] = ()
 
     def context(self, staging: str) -> StageContext:
         """What every stage is told about this run."""
-        return StageContext(self.num_shards, self.partitioning["mode"] == "single", staging, self.parquet)
+        return StageContext(self.num_shards, self.partitioning["mode"] == "single", staging, self.parquet,
+                            self.previous_index)
 
     @property
     def docs_spec(self) -> OutputSpec:
@@ -92,8 +95,11 @@ def published_names() -> tuple[str, ...]:
     return (*(spec.name for spec in CORE_OUTPUTS), *stage_folders(), manifest_lib.REPORT_NAME)
 
 
-def plan_job(config: JobConfig) -> JobPlan:
+def plan_job(config: JobConfig, previous_index: tuple[str, ...] = ()) -> JobPlan:
     """Expands inputs and chooses the shard count.
+
+    ``previous_index``: a refresh's previous snapshot's index files
+    (``corpusmill.pipelines.refresh_job``).
 
     A shard is sorted in one worker's memory, so its size is bounded by
     ``output.target_shard_bytes``; an input below that becomes one shard, a
@@ -128,7 +134,8 @@ def plan_job(config: JobConfig) -> JobPlan:
     }
     parquet = ParquetOptions(config.output.compression if config.output.compression != "none" else "none",
                              config.output.compression_level, config.output.row_group_rows)
-    return JobPlan(config, files, tasks, num_shards, partitioning, parquet, stages, tuple(listing.skipped))
+    return JobPlan(config, files, tasks, num_shards, partitioning, parquet, stages, tuple(listing.skipped),
+                   tuple(previous_index))
 
 
 def _tag_stage_stats(stats: dict, name: str) -> dict:
@@ -147,12 +154,14 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None
     # One shard read by one task: the task's documents are the shard, no shuffle needed.
     collect = n == 1 and len(plan.tasks) == 1
     read = pipeline | "ReadDocuments" >> ReadDocuments(plan.tasks, plan.config.input, collect_shard=collect)
-    shards = read.docs if collect else read.docs | "ShardDocuments" >> ShardBatches("id", n)
+    # Pass-through counting steps feed the progress log and the summary table (pipelines/progress.py).
+    read_docs = read.docs | progress.Count(progress.READ, progress.DOCUMENTS)
+    shards = read_docs if collect else read_docs | "ShardDocuments" >> ShardBatches("id", n)
     unique = shards | "ResolveDuplicateIds" >> ResolveDuplicateIds()
-    docs, duplicates, results = unique.docs, [], [read.stats]
+    docs, duplicates, results = unique.docs | progress.Count(progress.READ, progress.OUT), [], [read.stats]
     for entry, section in plan.stages:
         stage = entry.load()
-        result = docs | stage.__name__ >> stage(section, context)
+        result = progress.counted(entry.name, docs | stage.__name__ >> stage(section, context))
         docs = result.docs
         duplicates += [result.duplicates] if result.duplicates is not None else []
         results += [result.shards] if result.shards is not None else []
@@ -165,7 +174,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None
             | "ShardDuplicates" >> ShardBatches("id", n)
             | "WriteDuplicates" >> WriteShards(DUPLICATES, staging, n, plan.parquet))
     results.append(
-        (read.rejected, unique.rejected)
+        (read.rejected | progress.Count(progress.READ, progress.REJECTED), unique.rejected)
         | "AllRejected" >> beam.Flatten()
         | "ShardRejected" >> ShardBatches("source", n)
         | "WriteRejected" >> WriteShards(REJECTED, staging, n, plan.parquet))
@@ -330,7 +339,7 @@ def _manifest(plan: JobPlan, records: list[dict], outputs: dict[str, list[dict]]
 
 
 def run_job(config: JobConfig, beam_args: list[str] = (),
-            render_report: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any] | None:
+            render_report: Callable[[dict[str, Any]], str] | None = None, previous=None) -> dict[str, Any] | None:
     """Runs a whole job and publishes its snapshot.
 
     Args:
@@ -339,6 +348,9 @@ def run_job(config: JobConfig, beam_args: list[str] = (),
         render_report: Renders report.html from the manifest (the CLI passes
             ``corpusmill.jobs.report.render_report``); it is published with the
             snapshot, before ``_SUCCESS``. None publishes no report.
+        previous: A refresh's checked previous snapshot
+            (``corpusmill.pipelines.refresh_job.Previous``): the dedup stage
+            joins against its index, the manifest names it and the lineage.
 
     Returns:
         The manifest, or None for a ``--dry_run`` (translation only, nothing written).
@@ -346,7 +358,7 @@ def run_job(config: JobConfig, beam_args: list[str] = (),
     started = time.perf_counter()
     created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     options = pipeline_options(beam_args)  # a Beam option the run cannot honour stops it before anything is read
-    plan = plan_job(config)
+    plan = plan_job(config, previous.index_files if previous is not None else ())
     out = plan.config.output.path.rstrip("/") or plan.config.output.path
     check_output_path(plan.config.output.path, plan.config.input.paths)
     if options.view_as(TestOptions).dry_run:
@@ -360,14 +372,18 @@ def run_job(config: JobConfig, beam_args: list[str] = (),
         staging = snapshot.prepare_output(out, plan.config.output.overwrite, published_names())
         planned = time.perf_counter()
         try:
-            result = _run_pipeline(plan, options, staging)
+            with progress.ProgressReporter([entry.name for entry, _ in plan.stages]) as watch:
+                result = _run_pipeline(plan, options, staging)
             snapshot.checkpoint("staged")
             ran = time.perf_counter()
             records = snapshot.read_results(staging)
             manifest = _manifest(plan, records, _outputs(plan, staging, records), result, options, {
                 "plan_seconds": round(planned - started, 3),
                 "pipeline_seconds": round(ran - planned, 3),
+                "stages": watch.stage_table(result),
             }, created_at)
+            if previous is not None:
+                manifest["previous"], manifest["lineage"] = previous.section(), previous.lineage()
             manifest["timings"]["wall_seconds"] = round(time.perf_counter() - started, 3)
             report = render_report(manifest) if render_report is not None else None
             snapshot.publish(out, staging, manifest, published_names(), report)

@@ -37,7 +37,7 @@ class StageEntry:
 
 
 STAGES = (
-    StageEntry("dedup", "corpusmill.transforms.dedup.beam:Deduplicate"),
+    StageEntry("dedup", "corpusmill.transforms.dedup.beam:Deduplicate", folders=("index",)),
     StageEntry("order", "corpusmill.transforms.order.beam:OrderDocuments",
                folders=("embeddings", "neighbors", "contexts")),
     StageEntry("decompose", "corpusmill.transforms.decompose.beam:DecomposeDocuments", folders=("buckets",)),

@@ -49,12 +49,15 @@ class StageContext:
             may then take its single-partition shortcut (and say so in its stats).
         staging_dir: Where outputs are written under their final relative names.
         parquet: The job's Parquet encoding.
+        previous_index: A refresh's previous snapshot: its ``index/`` files,
+            which the dedup stage joins the new documents against (empty for a run).
     """
 
     num_shards: int
     single_partition: bool
     staging_dir: str
     parquet: ParquetOptions
+    previous_index: tuple[str, ...] = ()
 
 
 class StageResult(NamedTuple):

@@ -11,6 +11,7 @@ from corpusmill.schemas.documents import DUPLICATE_SCHEMA, DuplicateKind
 from corpusmill.transforms.common import shard_of_keys, split_by
 from corpusmill.transforms.dedup import keep_policy, lsh
 from corpusmill.transforms.dedup.features import DedupPlan
+from corpusmill.transforms.dedup.index import representative_preference
 
 EXCERPT_CHARS = 200
 MEMBER_IDS_LISTED = 10
@@ -33,11 +34,16 @@ def resolve_clusters(members: dict, plan: DedupPlan) -> tuple[pa.RecordBatch, di
     config = plan.config
     cluster = members["cluster"]
     ids = members["id"]
+    published = members.get("published")
+    if published is None:
+        published = np.zeros(cluster.shape[0], dtype=bool)
+    # Published documents (a refresh's previous snapshot) represent their cluster and are never removed.
     rep = keep_policy.choose_representatives(cluster, ids, config.keep, lengths=members["length"],
-                                             timestamps=members["timestamp"], ranks=members["rank"])
+                                             timestamps=members["timestamp"], ranks=members["rank"],
+                                             first=representative_preference(published))
     # cluster_id: the smallest id of the cluster, independent of the keep policy.
     cluster_id_of = keep_policy.choose_representatives(cluster, ids, "smallest_id")
-    dropped = np.flatnonzero(rep != np.arange(rep.size))
+    dropped = np.flatnonzero((rep != np.arange(rep.size)) & ~published)
     exact = np.all(members["hash"][dropped] == members["hash"][rep[dropped]], axis=1)
     similarity = np.ones(dropped.size, dtype=np.float64)
     if members["signature"] is not None and (~exact).any():
@@ -77,6 +83,8 @@ def resolve_clusters(members: dict, plan: DedupPlan) -> tuple[pa.RecordBatch, di
         "clusters": int(reps.size),
         "by_kind": {k: int(np.sum(kinds == k)) for k in DuplicateKind.ALL},
         "sizes": {int(s): int(c) for s, c in zip(size_values, size_counts)},
+        # Removed documents whose representative was published by the previous snapshot (a refresh).
+        "against_previous": {k: int(np.sum((kinds == k) & published[rep[dropped]])) for k in DuplicateKind.ALL},
     }
     return duplicates, drops, summaries, totals
 

@@ -25,7 +25,7 @@ from corpusmill.transforms.dedup.normalize import exact_hashes, normalize_array
 
 EXACT_BAND = -1
 # Feature columns that travel from the features step to cluster resolution.
-MEMBER_COLUMNS = ("uid", "id", "hash", "signature", "length", "timestamp", "rank")
+MEMBER_COLUMNS = ("uid", "id", "hash", "signature", "length", "timestamp", "rank", "published")
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,27 @@ class DedupPlan:
     num_shards: int
     num_ranges: int
     max_rounds: int
+    previous_index: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, config: DedupConfig, num_shards: int, max_rounds: int) -> "DedupPlan":
-        """Resolves the LSH banding (``config.banding_rule``) and partition counts."""
+    def from_config(cls, config: DedupConfig, num_shards: int, max_rounds: int,
+                    previous_index: tuple[str, ...] = ()) -> "DedupPlan":
+        """Resolves the LSH banding (``config.banding_rule``) and partition counts.
+
+        ``previous_index`` lists the index files of the snapshot a refresh
+        deduplicates against (``corpusmill.transforms.dedup.index``).
+        """
         params = minhash.MinHashParams(config.num_perm, config.ngram, config.seed, config.scheme)
         banding = choose_banding(config.banding_rule, config.threshold, config.num_perm, config.max_miss_rate,
                                  config.bands, config.rows)
         shards = max(1, num_shards)
         ranges = 1 << (shards - 1).bit_length()
-        return cls(config, params, banding, shards, ranges, max_rounds)
+        return cls(config, params, banding, shards, ranges, max_rounds, tuple(previous_index))
+
+    @property
+    def refresh(self) -> bool:
+        """The run deduplicates against a previous snapshot's index."""
+        return bool(self.previous_index)
 
     @property
     def bands(self) -> int:
@@ -121,6 +132,7 @@ def compute_features(table: pa.Table, plan: DedupPlan) -> dict:
         "band_keys": None,
         "has_shingles": None,
         "shingle_sets": None,
+        "published": np.zeros(ordered.num_rows, dtype=bool),
         "key_collisions": int(collided.sum()),
     }
     if plan.config.near:

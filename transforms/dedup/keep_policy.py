@@ -49,7 +49,7 @@ def source_ranks(sources: Sequence[str], patterns: Sequence[str]) -> np.ndarray:
 
 def choose_representatives(cluster: np.ndarray, ids: Sequence[str], policy: str, *,
                            lengths: np.ndarray | None = None, timestamps: np.ndarray | None = None,
-                           ranks: np.ndarray | None = None) -> np.ndarray:
+                           ranks: np.ndarray | None = None, first: list[np.ndarray] = ()) -> np.ndarray:
     """The surviving member of each cluster.
 
     Args:
@@ -59,6 +59,8 @@ def choose_representatives(cluster: np.ndarray, ids: Sequence[str], policy: str,
         lengths: Text lengths (needed by ``longest``).
         timestamps: int64 µs timestamps, ``NO_TIMESTAMP`` when missing (needed by ``newest``).
         ranks: Source priority ranks from ``source_ranks`` (needed by ``source_priority``).
+        first: Integer keys that rank before the policy, most significant
+            first, smaller wins (a refresh puts published documents first).
 
     Returns:
         For every document, the row index of its cluster's representative.
@@ -81,6 +83,7 @@ def choose_representatives(cluster: np.ndarray, ids: Sequence[str], policy: str,
         preference = []
     else:
         raise ValueError(f"unknown keep policy {policy!r}; allowed: {', '.join(KEEP_POLICIES)}")
+    preference = [np.asarray(key, dtype=np.int64) for key in first] + preference
     # lexsort: last key is primary. Cluster first, then the policy, then the id.
     order = np.lexsort([id_rank.reshape(-1)] + preference[::-1] + [cluster])
     sorted_cluster = cluster[order]

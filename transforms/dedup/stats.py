@@ -11,12 +11,14 @@ from __future__ import annotations
 from corpusmill.schemas.documents import DuplicateKind
 from corpusmill.transforms.dedup import components
 from corpusmill.transforms.dedup.features import DedupPlan
+from corpusmill.transforms.dedup.index import PUBLISHED_ID
 
 
 def new_accumulator() -> dict:
     """An empty accumulator (small: counts and histograms)."""
     return {"input": 0, "kept": 0, "clusters": 0, "by_kind": {}, "sizes": {}, "unique_pairs": 0,
-            "passed": 0, "rounds": {}, "components": None, "excerpts": {}, "key_collisions": 0}
+            "passed": 0, "rounds": {}, "components": None, "excerpts": {}, "key_collisions": 0,
+            "against_previous": {}, "early": {}}
 
 
 def _add_counts(target: dict, counts: dict) -> None:
@@ -36,6 +38,9 @@ def add_fragment(acc: dict, fragment: dict) -> dict:
         acc["clusters"] += fragment["clusters"]
         _add_counts(acc["by_kind"], fragment["by_kind"])
         _add_counts(acc["sizes"], fragment["sizes"])
+        _add_counts(acc["against_previous"], fragment.get("against_previous", {}))
+    elif kind == "published_ids":
+        _add_counts(acc["early"], fragment["by_kind"])
     elif kind == "candidates":
         acc["unique_pairs"] += fragment["unique_pairs"]
         acc["passed"] += fragment["passed"]
@@ -53,7 +58,9 @@ def as_fragments(acc: dict):
     """The fragments an accumulator stands for (merging two accumulators folds one's into the other)."""
     yield {"type": "documents", "input": acc["input"], "kept": acc["kept"]}
     yield {"type": "features", "key_collisions": acc["key_collisions"]}
-    yield {"type": "clusters", "clusters": acc["clusters"], "by_kind": acc["by_kind"], "sizes": acc["sizes"]}
+    yield {"type": "clusters", "clusters": acc["clusters"], "by_kind": acc["by_kind"], "sizes": acc["sizes"],
+           "against_previous": acc["against_previous"]}
+    yield {"type": "published_ids", "by_kind": acc["early"]}
     yield {"type": "candidates", "unique_pairs": acc["unique_pairs"], "passed": acc["passed"]}
     for round_index, (count, total) in acc["rounds"].items():
         yield {"type": "round", "round": round_index, "count": count, "sum": total}
@@ -66,7 +73,10 @@ def as_fragments(acc: dict):
 def build_stats(acc: dict, top_clusters: list[dict], plan: DedupPlan) -> dict:
     """The stage's manifest section from the merged fragments."""
     config = plan.config
-    by_kind = {k: acc["by_kind"].get(k, 0) for k in DuplicateKind.ALL}
+    # A refresh's new documents with an id already published leave before clustering (early).
+    by_kind = {k: acc["by_kind"].get(k, 0) + acc["early"].get(k, 0) for k in DuplicateKind.ALL}
+    if acc["early"].get(PUBLISHED_ID):
+        by_kind[PUBLISHED_ID] = acc["early"][PUBLISHED_ID]
     components_record = acc["components"] or {"mode": None, "edges": 0, "requested": config.components,
                                               "max_rounds": plan.max_rounds, "reason": None}
     rounds = None
@@ -78,9 +88,10 @@ def build_stats(acc: dict, top_clusters: list[dict], plan: DedupPlan) -> dict:
         entry = {k: v for k, v in summary.items() if k != "representative_shard"}
         entry["excerpt"] = acc["excerpts"].get(summary["cluster_id"], "")
         top.append(entry)
-    return {
+    section = {
         "enabled": True,
-        "documents": {"input": acc["input"], "kept": acc["kept"], "duplicates": sum(by_kind.values())},
+        "documents": {"input": acc["input"], "kept": acc["kept"],
+                      "duplicates": sum(by_kind.values())},
         # Documents left out of dedup (kept as they are): their id's key was taken by a smaller id.
         "key_collisions": acc["key_collisions"],
         "duplicates_by_kind": by_kind,
@@ -106,6 +117,17 @@ def build_stats(acc: dict, top_clusters: list[dict], plan: DedupPlan) -> dict:
             "converged": components_record["mode"] != "distributed" or rounds is not None,
         },
     }
+    if plan.refresh:
+        # New documents removed as duplicates of the previous snapshot's (their representative is
+        # published), apart from those removed as duplicates of each other.
+        against = {k: acc["against_previous"].get(k, 0) + acc["early"].get(k, 0) for k in DuplicateKind.ALL}
+        against[PUBLISHED_ID] = acc["early"].get(PUBLISHED_ID, 0)
+        section["refresh"] = {
+            "against_previous": against,
+            "against_each_other": {k: acc["by_kind"].get(k, 0) - acc["against_previous"].get(k, 0)
+                                   for k in DuplicateKind.ALL},
+        }
+    return section
 
 
 def lsh_section(plan: DedupPlan) -> dict:

@@ -33,12 +33,15 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from corpusmill.schemas.config import DedupConfig
-from corpusmill.schemas.documents import DuplicateKind
+from corpusmill.schemas.documents import DOCUMENT_BATCH_SCHEMA, DuplicateKind
 from corpusmill.transforms.common import METRICS_NAMESPACE, shard_of_keys, split_by
 from corpusmill.transforms.dedup import components, lsh, stats
+from corpusmill.transforms.dedup import index as index_lib
 from corpusmill.transforms.dedup.beam.components import ConnectedComponents
 from corpusmill.transforms.dedup.clusters import excerpt_text, largest, resolve_clusters
 from corpusmill.transforms.dedup.features import (
@@ -52,10 +55,14 @@ from corpusmill.transforms.dedup.features import (
     shingle_set_pieces,
 )
 from corpusmill.transforms.io import arrow_ipc
+from corpusmill.transforms.io.beam.shards import WriteShards
+from corpusmill.transforms.io.beam.snapshot import checkpoint
 from corpusmill.transforms.io.shard_files import OutputSpec
 from corpusmill.transforms.stage import StageContext, StageResult
 
 DEFAULT_MAX_ROUNDS = 12
+# Rows of a previous snapshot's index per element of the refresh's join (about 1 MB with shingle sets).
+INDEX_PIECE_ROWS = 256
 
 
 def _counter(name: str, value: int = 1) -> None:
@@ -64,13 +71,33 @@ def _counter(name: str, value: int = 1) -> None:
 
 
 class _ComputeFeaturesDoFn(beam.DoFn):
+    """One shard's features and bucket arrays; in a refresh, merged with the shard's published index rows."""
+
     def __init__(self, plan: DedupPlan):
         self._plan = plan
 
     def process(self, element):
         started = time.perf_counter()
-        shard, table = element
-        features = compute_features(table, self._plan)
+        checkpoint("dedup")
+        if self._plan.refresh:
+            shard, grouped = element
+            tables = list(grouped["docs"])
+            table = tables[0] if tables else DOCUMENT_BATCH_SCHEMA.empty_table()
+            features = compute_features(table, self._plan)
+            pieces = [arrow_ipc.decode_table(piece) for piece in grouped["published"]]
+            published, published_sets = index_lib.published_features(
+                pa.concat_tables(pieces) if pieces else index_lib.INDEX_SCHEMA.empty_table(), self._plan)
+            features, early = index_lib.merge_published(features, published, published_sets)
+            if early.num_rows:
+                kinds = np.asarray(early.column("kind").to_pylist(), dtype=object)
+                yield beam.pvalue.TaggedOutput("early", early)
+                yield beam.pvalue.TaggedOutput("early_drops", (shard, (
+                    np.asarray(early.column("id").to_pylist(), dtype=object), kinds)))
+                yield beam.pvalue.TaggedOutput("stats", {"type": "published_ids", "by_kind": {
+                    str(k): int(c) for k, c in zip(*np.unique(kinds.astype(str), return_counts=True))}})
+        else:
+            shard, table = element
+            features = compute_features(table, self._plan)
         _counter("dedup_input_documents", table.num_rows)
         _counter("dedup_key_collisions", features["key_collisions"])
         yield beam.pvalue.TaggedOutput("stats", {"type": "features", "key_collisions": features["key_collisions"]})
@@ -80,11 +107,41 @@ class _ComputeFeaturesDoFn(beam.DoFn):
             for piece in shingle_set_pieces(features):
                 yield beam.pvalue.TaggedOutput("shingle_sets", (shard, piece))
         # Band keys are only needed for the buckets, shingle sets only by
-        # verification; the rest of the features live on to the resolve step.
+        # verification and the index; the rest of the features live on to the resolve step.
         features.pop("band_keys")
         features.pop("shingle_sets")
         yield shard, features
         _counter("time_dedup_features_ms", int((time.perf_counter() - started) * 1000))
+
+
+def _read_index_file(path: str, num_shards: int):
+    """One index file of the previous snapshot -> ``(shard, Arrow IPC bytes)`` of its rows, by this run's shards."""
+    with FileSystems.open(path) as handle:
+        table = pq.read_table(handle)
+    shard = shard_of_keys(table.column("key").to_numpy(), num_shards)
+    for part, (rows,) in split_by(shard, np.arange(table.num_rows)):
+        piece = table.take(pa.array(rows, pa.int64()))
+        for start in range(0, piece.num_rows, INDEX_PIECE_ROWS):
+            yield part, arrow_ipc.encode_ipc(piece.slice(start, INDEX_PIECE_ROWS))
+
+
+class _IndexDoFn(beam.DoFn):
+    """One shard's index rows: its published documents and its kept new ones."""
+
+    def process(self, element):
+        shard, grouped = element
+        if not grouped["features"]:
+            return
+        (features,) = grouped["features"]
+        sets = None
+        if grouped["shingle_sets"]:
+            pieces = sorted(grouped["shingle_sets"], key=lambda piece: int(piece[0][0]))
+            sets = lsh.csr_concat([(piece[1], piece[2]) for piece in pieces])
+        dropped = {doc_id for ids, _ in grouped["drops"] for doc_id in ids.tolist()}
+        kept = np.fromiter((doc_id not in dropped for doc_id in features["id"].tolist()), dtype=bool,
+                           count=features["id"].shape[0])
+        keep = features["published"] | kept
+        yield shard, index_lib.index_table(features, sets, keep)
 
 
 class _BucketStarsDoFn(beam.DoFn):
@@ -358,7 +415,8 @@ class Deduplicate(beam.PTransform):
     def __init__(self, config: DedupConfig, context: StageContext, max_rounds: int = DEFAULT_MAX_ROUNDS):
         super().__init__()
         self._config = config
-        self._plan = DedupPlan.from_config(config, context.num_shards, max_rounds)
+        self._context = context
+        self._plan = DedupPlan.from_config(config, context.num_shards, max_rounds, context.previous_index)
         self._single_partition = context.single_partition
 
     @staticmethod
@@ -367,16 +425,26 @@ class Deduplicate(beam.PTransform):
 
     @staticmethod
     def output_specs(config: DedupConfig, context: StageContext) -> list[OutputSpec]:
-        """None of its own: removed documents go to the job's ``duplicates/``."""
-        return []
+        """``index/``, what a later refresh joins against; removed documents go to the job's ``duplicates/``."""
+        return [index_lib.INDEX] if config.exact or config.near else []
 
     def expand(self, shards):
         plan, config = self._plan, self._config
         if not (config.exact or config.near):
             stats_only = shards.pipeline | "DedupDisabled" >> beam.Create([{"enabled": False}])
             return StageResult(shards, None, None, stats_only)
-        features = shards | "ComputeDedupFeatures" >> beam.ParDo(_ComputeFeaturesDoFn(plan)).with_outputs(
-            "buckets", "shingle_sets", "stats", main="features")
+        source = shards
+        if plan.refresh:
+            # The previous snapshot's index joins the new documents shard by shard (its rows
+            # regrouped by this run's shard count): no worker reads it whole.
+            published = (
+                shards.pipeline
+                | "PreviousIndexFiles" >> beam.Create(sorted(plan.previous_index))
+                | "ReadPreviousIndex" >> beam.FlatMap(_read_index_file, plan.num_shards)
+            )
+            source = {"docs": shards, "published": published} | "JoinPreviousIndex" >> beam.CoGroupByKey()
+        features = source | "ComputeDedupFeatures" >> beam.ParDo(_ComputeFeaturesDoFn(plan)).with_outputs(
+            "buckets", "shingle_sets", "stats", "early", "early_drops", main="features")
         stars = (
             features.buckets
             | "GroupBuckets" >> beam.GroupByKey()
@@ -400,8 +468,12 @@ class Deduplicate(beam.PTransform):
         )
         top_clusters = resolved.clusters | "TopClusters" >> beam.CombineGlobally(
             _TopClustersFn(config.report_top_clusters))
+        drops, duplicates = resolved.drops, resolved.duplicates
+        if plan.refresh:
+            drops = (drops, features.early_drops) | "AllDrops" >> beam.Flatten()
+            duplicates = (duplicates, features.early) | "AllDedupDuplicates" >> beam.Flatten()
         kept = (
-            {"docs": shards | "DocsAsArrowIpcPieces" >> beam.FlatMap(_docs_as_pieces), "drops": resolved.drops}
+            {"docs": shards | "DocsAsArrowIpcPieces" >> beam.FlatMap(_docs_as_pieces), "drops": drops}
             | "JoinDropsWithDocs" >> beam.CoGroupByKey()
             | "DropDuplicates" >> beam.ParDo(
                 _DropDuplicatesDoFn(), beam.pvalue.AsSingleton(top_clusters)).with_outputs("stats", main="docs")
@@ -413,7 +485,14 @@ class Deduplicate(beam.PTransform):
             | "MergeDedupStats" >> beam.CombineGlobally(_MergeStatsFn())
             | "BuildDedupStats" >> beam.Map(_build_stats, beam.pvalue.AsSingleton(top_clusters), plan)
         )
-        return StageResult(kept.docs, resolved.duplicates, None, summary)
+        index_shards = (
+            {"features": features.features, "shingle_sets": features.shingle_sets, "drops": drops}
+            | "JoinIndexParts" >> beam.CoGroupByKey()
+            | "IndexRows" >> beam.ParDo(_IndexDoFn())
+            | "WriteIndex" >> WriteShards(index_lib.INDEX, self._context.staging_dir, plan.num_shards,
+                                          self._context.parquet)
+        )
+        return StageResult(kept.docs, duplicates, index_shards, summary)
 
     def _verify(self, candidates, features):
         """Candidate edges -> verified edges, with the endpoints' payload joined in by shard."""
