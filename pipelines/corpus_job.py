@@ -161,7 +161,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, staging: str) -> None
     docs, duplicates, results = unique.docs | progress.Count(progress.READ, progress.OUT), [], [read.stats]
     for entry, section in plan.stages:
         stage = entry.load()
-        result = progress.counted(entry.name, docs | stage.__name__ >> stage(section, context))
+        result = progress.counted(entry.name, docs, docs | stage.__name__ >> stage(section, context))
         docs = result.docs
         duplicates += [result.duplicates] if result.duplicates is not None else []
         results += [result.shards] if result.shards is not None else []
