@@ -14,6 +14,7 @@ from apache_beam.metrics import Metrics
 from corpusmill.schemas.config import InputConfig
 from corpusmill.transforms.common import METRICS_NAMESPACE
 from corpusmill.transforms.io.beam.files import open_raw
+from corpusmill.transforms.io.beam.snapshot import checkpoint
 from corpusmill.transforms.io.formats import read_file
 from corpusmill.transforms.io.inputs import InputFile
 from corpusmill.transforms.io.unique_ids import resolve_duplicate_ids
@@ -40,6 +41,7 @@ class _ReadTaskDoFn(beam.DoFn):
     def process(self, task: tuple[InputFile, ...]) -> Iterator:
         config = self._config
         started = time.perf_counter()
+        checkpoint("reading")
         builder = BatchBuilder(
             FieldMap(config.text_field, config.id_field, config.url_field,
                      config.timestamp_field, config.source_field),

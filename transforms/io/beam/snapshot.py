@@ -62,7 +62,8 @@ CURRENT_NAME = ".current"
 def checkpoint(name: str) -> None:
     """A named point of the protocol where the kill tests stop a run (``CORPUSMILL_PAUSE_AT``).
 
-    Points: ``locked`` (lock held), ``staged`` (pipeline done), ``ready``
+    Points: ``reading`` (a read task started), ``dedup`` (a shard's dedup
+    features started), ``locked`` (lock held), ``staged`` (pipeline done), ``ready``
     (verified and marked ready), ``switching`` (locally: every entry a link,
     ``.current`` not yet switched; on object stores: old entries moved out, new
     not yet in), ``switched`` (the new snapshot published, leftovers not yet removed).
