@@ -28,10 +28,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from corpusmill.pipelines import progress
-from corpusmill.pipelines.local_runner import check_local_options, run_safely
+from corpusmill.pipelines.local_runner import check_local_options, is_local_runner, run_safely
 from corpusmill.pipelines.stages import StageEntry, enabled_stages, stage_folders
 from corpusmill.schemas import manifest as manifest_lib
 from corpusmill.schemas.config import ConfigError, JobConfig, to_dict
+from corpusmill.transforms import warmup
 from corpusmill.transforms.common import METRICS_NAMESPACE
 from corpusmill.transforms.io.beam import snapshot
 from corpusmill.transforms.io.beam.files import list_inputs
@@ -359,6 +360,9 @@ def run_job(config: JobConfig, beam_args: list[str] = (),
     created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     options = pipeline_options(beam_args)  # a Beam option the run cannot honour stops it before anything is read
     plan = plan_job(config, previous.index_files if previous is not None else ())
+    # The later stages' numba kernels compile in a child process while this one reads and dedups.
+    warmup.start([(entry.name, section) for entry, section in plan.stages],
+                 local=is_local_runner(options) and not options.view_as(TestOptions).dry_run)
     out = plan.config.output.path.rstrip("/") or plan.config.output.path
     check_output_path(plan.config.output.path, plan.config.input.paths)
     if options.view_as(TestOptions).dry_run:
