@@ -116,10 +116,26 @@ def timed_save(self, sig, data):
 
 caching.Cache.save_overload = timed_save
 started = time.perf_counter()
+warmups = []
+try:  # the child compiling the later stages' kernels (revisions that have one)
+    from corpusmill.transforms import warmup
+    original_start = warmup.start
+
+    def recorded_start(*args, **kwargs):
+        handle = original_start(*args, **kwargs)
+        warmups.append((time.perf_counter(), handle))
+        return handle
+
+    warmup.start = recorded_start
+except ImportError:
+    pass
 from corpusmill.jobs import cli
 code = cli.main(argv)
+warmed = [{"started_at_s": at - started, "steps": handle.steps, "done": sorted(handle.done()),
+           "job_waited_s": handle.waited_s, "exit": handle.process.poll()}
+          for at, handle in warmups if handle is not None]
 with open(out_path, "w") as handle:
-    json.dump({"wall_s": time.perf_counter() - started, "exit": code,
+    json.dump({"wall_s": time.perf_counter() - started, "exit": code, "warmup": warmed,
                "compiles": compiles, "cache_loads": loads, "cache_saves": saves}, handle)
 sys.exit(code)
 """
@@ -331,6 +347,8 @@ def compile_summary(profile: dict[str, Any], top: int = 15) -> dict[str, Any]:
         "compiled_functions": len(per_function),
         "multi_signature_functions": {item["function"]: item["signatures"]
                                       for item in ranked if len(item["signatures"]) > 1},
+        "warmup": [{key: round(value, 2) if isinstance(value, float) else value for key, value in item.items()}
+                   for item in profile.get("warmup", [])],
         "cache_load_s": round(sum(entry["seconds"] for entry in loads), 2),
         "cache_hits": sum(entry["hit"] for entry in loads),
         "cache_misses": sum(not entry["hit"] for entry in loads),
@@ -380,7 +398,11 @@ def markdown_section(label: str, result: dict[str, Any]) -> list[str]:
             f"Run wall {profile['run_wall_s']} s; numba compiling {profile['compile_cpu_s']} CPU s "
             f"({profile['compiled_signatures']} signatures of {profile['compiled_functions']} functions), "
             f"writing the cache {profile['cache_save_s']} s, loading cached kernels {profile['cache_load_s']} s "
-            f"({profile['cache_hits']} hits, {profile['cache_misses']} misses).",
+            f"({profile['cache_hits']} hits, {profile['cache_misses']} misses)."
+            + "".join(f" Warm-up child started {item['started_at_s']} s into the run for {', '.join(item['steps'])}"
+                      f" (finished: {', '.join(item['done']) or 'none'}); the job waited {item['job_waited_s']} s"
+                      " for it." for item in profile.get("warmup", []))
+            + (" No warm-up child." if not profile.get("warmup") else ""),
             "",
         ]
         if profile["top"]:
