@@ -21,7 +21,7 @@ rather than compiled a second time on the same core budget.
 Only an optimisation, and never a cause of failure: the child starts only for
 a local runner on a machine with more than one core, only for steps whose
 marker (a file in numba's cache folder, keyed by the kernels' source stamps,
-numba's and Python's versions and the step's variant of the config) is missing, and any
+numba's and Python's versions, the CPU and the step's variant of the config) is missing, and any
 error in starting, running or waiting for it is logged at debug level and
 otherwise ignored; the job then compiles what is missing itself, as before.
 Dataflow and other remote workers never start it (the job plans on the
@@ -235,13 +235,15 @@ def marker_path(step: Step, section: Any) -> Path | None:
     cache clears it too. None where the kernels cannot be cached.
     """
     import numba
+    from llvmlite import binding as llvm
 
     kernels = _dispatchers(step.modules)
     cache_path = getattr(getattr(kernels[0], "_cache", None), "cache_path", None) if kernels else None
     if not cache_path:
         return None
     stamp = hashlib.sha256()
-    stamp.update(f"{numba.__version__}|{sys.version}|{step.name}|{step.variant(section)}".encode())
+    cpu = llvm.get_host_cpu_name()  # numba keys its entries by the target CPU too (a home shared by machines)
+    stamp.update(f"{numba.__version__}|{sys.version}|{cpu}|{step.name}|{step.variant(section)}".encode())
     for name in step.modules:
         source = Path(importlib.import_module(name).__file__)
         info = source.stat()
