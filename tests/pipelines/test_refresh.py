@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from corpus_files import jsonl_bytes, sample_records, snapshot_parquet_digests
+from corpusmill.jobs.cli import main
 from corpusmill.schemas.config import DedupConfig
 from corpusmill.transforms.dedup.audit import check_snapshot_chain
 from corpusmill.transforms.io.beam.snapshot import snapshot_problems
@@ -67,6 +68,13 @@ def corpora(tmp_path_factory) -> dict[str, Path]:
         (root / name).mkdir()
         (root / name / "docs.jsonl").write_bytes(jsonl_bytes(rows))
     return {"old": root / "old", "new": root / "new", "old_records": old, "new_records": new}
+
+
+def in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process: no interpreter start or imports (the kill tests need a process of their own)."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def cli(*args: str, env: dict | None = None, wait: bool = True):
@@ -151,15 +159,15 @@ def test_the_refreshed_index_and_manifest_cover_the_chain(first, refreshed):
     assert snapshot_problems(str(refreshed)) == []
 
 
-def test_a_rerun_is_byte_identical_and_a_repeated_refresh_adds_nothing(corpora, first, refreshed, tmp_path):
+def test_a_rerun_is_byte_identical_and_a_repeated_refresh_adds_nothing(corpora, first, refreshed, tmp_path, capsys):
     again = tmp_path / "again"
-    code, _, stderr = cli("refresh", "--previous", str(first), "--input", str(corpora["new"]),
+    code, _, stderr = in_process(capsys, "refresh", "--previous", str(first), "--input", str(corpora["new"]),
                           "--output", str(again), "--set", "output.num_shards=3", *DEDUP_ONLY)
     assert code == 0, stderr
     assert snapshot_parquet_digests(again) == snapshot_parquet_digests(refreshed)
     repeated = tmp_path / "repeated"
-    code, stdout, stderr = cli("refresh", "--previous", str(refreshed), "--input", str(corpora["new"]),
-                               "--output", str(repeated), *DEDUP_ONLY)
+    code, stdout, stderr = in_process(capsys, "refresh", "--previous", str(refreshed), "--input",
+                                      str(corpora["new"]), "--output", str(repeated), *DEDUP_ONLY)
     manifest = json.loads((repeated / "manifest.json").read_text())
     # Nothing kept is the scheduler's "nothing new" exit status, with a complete snapshot.
     assert code == 3 and manifest["counts"]["kept"] == 0, stderr
@@ -192,7 +200,7 @@ def _damaged(first: Path, tmp_path: Path) -> Path:
     ("itself", (), "--previous and --output are both"),
 ])
 def test_a_previous_snapshot_that_cannot_be_joined_is_refused_before_anything_runs(
-        corpora, first, tmp_path, case, extra, words):
+        corpora, first, tmp_path, capsys, case, extra, words):
     previous = {"missing": tmp_path / "nothing", "incomplete": None, "damaged": None}.get(case, first)
     if case == "incomplete":
         previous = _incomplete(first, tmp_path)
@@ -200,8 +208,8 @@ def test_a_previous_snapshot_that_cannot_be_joined_is_refused_before_anything_ru
         previous = _damaged(first, tmp_path)
     out = first if case == "itself" else tmp_path / "out"
     before = snapshot_parquet_digests(first)
-    code, _, stderr = cli("refresh", "--previous", str(previous), "--input", str(corpora["new"]),
-                          "--output", str(out), *DEDUP_ONLY, *extra)
+    code, _, stderr = in_process(capsys, "refresh", "--previous", str(previous), "--input", str(corpora["new"]),
+                                 "--output", str(out), *DEDUP_ONLY, *extra)
     assert code == 2 and words in stderr, stderr
     assert "Traceback" not in stderr
     assert case == "itself" or not out.exists()
@@ -209,7 +217,7 @@ def test_a_previous_snapshot_that_cannot_be_joined_is_refused_before_anything_ru
 
 
 @pytest.mark.parametrize("point", ["reading", "dedup", "switching"])
-def test_a_killed_refresh_reruns_to_the_uninterrupted_snapshot(corpora, first, refreshed, tmp_path, point):
+def test_a_killed_refresh_reruns_to_the_uninterrupted_snapshot(corpora, first, refreshed, tmp_path, capsys, point):
     out = tmp_path / "out"
     args = ("refresh", "--previous", str(first), "--input", str(corpora["new"]), "--output", str(out),
             "--set", "output.num_shards=3", *DEDUP_ONLY)
@@ -226,7 +234,7 @@ def test_a_killed_refresh_reruns_to_the_uninterrupted_snapshot(corpora, first, r
     assert not (out / "_SUCCESS").exists() or snapshot_problems(str(out)) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] or not out.exists()
     assert snapshot_parquet_digests(first) == previous
-    code, _, stderr = cli(*args, "--overwrite")
+    code, _, stderr = in_process(capsys, *args, "--overwrite")
     assert code == 0, stderr
     assert snapshot_problems(str(out)) == []
     assert snapshot_parquet_digests(out) == snapshot_parquet_digests(refreshed)
