@@ -30,6 +30,7 @@ from corpusmill.schemas.config import JobConfig, to_dict
 from corpusmill.transforms.dedup import index as index_lib
 from corpusmill.transforms.io.beam import snapshot
 from corpusmill.transforms.io.beam.files import exists, read_bytes
+from corpusmill.transforms.io.beam.lock import is_local
 from corpusmill.transforms.io.output_paths import normalized
 
 
@@ -42,7 +43,8 @@ class Previous:
     """A checked previous snapshot.
 
     Attributes:
-        path: Where it was named (as given, without a trailing slash).
+        path: Where it was named (locally the real path, links resolved, so a
+            scheduler's moving ``latest`` link is recorded as the snapshot it named).
         root: The folder its files were read from: locally the published
             version behind its links, so a run publishing over it meanwhile
             changes nothing this refresh reads.
@@ -92,18 +94,29 @@ def check_previous(previous: str, config: JobConfig) -> Previous:
     path = previous.rstrip("/") or previous
     if not path:
         raise PreviousSnapshotError("--previous is empty")
-    if normalized(path) == normalized(config.output.path):
+    if is_local(path) and os.path.exists(path):
+        # Recorded as the folder it is now: a scheduler's `latest` link moves on, the lineage must not.
+        path = os.path.realpath(path)
+    output = config.output.path
+    same = normalized(path) == normalized(output)
+    if is_local(path) and is_local(output):
+        same = same or os.path.realpath(path) == os.path.realpath(output)
+    if same:
         raise PreviousSnapshotError(
             f"--previous and --output are both {path}: a refresh writes a new snapshot beside the one it "
             "extends (for example out/2026-12-05 after out/2026-12-01)")
     if not exists(f"{path}/{manifest_lib.MANIFEST_NAME}"):
         raise PreviousSnapshotError(f"the previous snapshot {path} does not exist or has no "
                                     f"{manifest_lib.MANIFEST_NAME}")
+    # Locally the published version behind the links is checked and read: a run publishing over
+    # the previous snapshot meanwhile switches the links, not the files this refresh reads.
+    root = _published_root(path) if is_local(path) and os.path.isdir(path) else path
     problems = snapshot.snapshot_problems(path)
+    if not problems and root != path:
+        problems = snapshot.snapshot_problems(root)
     if problems:
         raise PreviousSnapshotError(f"the previous snapshot {path} is not complete and intact: "
                                     + "; ".join(problems[:5]))
-    root = _published_root(path) if os.path.isdir(path) else path
     raw = read_bytes(f"{root}/{manifest_lib.MANIFEST_NAME}")
     manifest = json.loads(raw)
     digest = hashlib.sha256(raw).hexdigest()
