@@ -244,21 +244,16 @@ def _error(args: argparse.Namespace, message: str, level: int = logging.ERROR) -
         print(f"corpusmill: {message}", file=sys.stderr)
 
 
-def _total_row(manifest: dict[str, Any]) -> dict[str, Any]:
-    counts = manifest["counts"]
-    return {"stage": "total", "documents_in": counts["input_records"], "documents_out": counts["kept"],
-            "duplicates": counts["duplicates"], "rejected": counts["rejected"],
-            "seconds": manifest.get("timings", {}).get("wall_seconds")}
-
-
 def summary_record(manifest: dict[str, Any], where: str) -> dict[str, Any]:
     """The end of a run as one structured record (``--log-format json``)."""
+    from corpusmill.jobs.report import stage_rows
+
     return {
         "event": "summary",
         "snapshot": where,
         "status": manifest["status"],
         "counts": manifest["counts"],
-        "stages": [*manifest.get("timings", {}).get("stages", []), _total_row(manifest)],
+        "stages": stage_rows(manifest),
         "outputs": {name: {"shards": len(out["shards"]), "rows": out["rows"], "bytes": out["bytes"]}
                     for name, out in manifest["outputs"].items()},
         "wall_seconds": manifest.get("timings", {}).get("wall_seconds"),
@@ -278,11 +273,13 @@ def summary(manifest: dict[str, Any], where: str, status: str | None = None) -> 
     ]
     if counts["rejected_by_reason"]:
         lines.append("rejected: " + ", ".join(f"{k}={v}" for k, v in counts["rejected_by_reason"].items()))
-    stages = manifest.get("timings", {}).get("stages")
+    from corpusmill.jobs.report import stage_rows
+
+    stages = stage_rows(manifest)
     if stages:
         from corpusmill.pipelines.progress import format_table
 
-        lines += ["", format_table(stages, _total_row(manifest)), ""]
+        lines += ["", format_table(stages[:-1], stages[-1]), ""]
     for name, out in manifest["outputs"].items():
         lines.append(f"{name + '/':<20}{len(out['shards'])} shards, {out['rows']:,} rows, {out['bytes']:,} bytes")
     order = manifest.get("order") or {}
@@ -368,21 +365,85 @@ def _inspect(args: argparse.Namespace) -> int:
         for name, out in manifest.get("outputs", {}).items():
             shard = next((s for s in out.get("shards", []) if s.get("rows")), None)
             if shard is not None:
-                _show_rows(root, name, shard["path"], args.rows)
+                _show_rows(root, name, shard["path"], args.rows, _token_decoder(manifest, name))
     return 0 if not problems else EXIT_FAILED
 
 
-def _shown(value: Any) -> Any:
-    """A value cut to a line: long strings shortened, long lists (token ids) to their head and length."""
+# How much of one value ``inspect`` prints.
+_TEXT_CHARS = 100
+_HEAD_IDS = 8
+_HEAD_ITEMS = 3
+_DECODED_TOKENS = 48
+
+
+def _token_decoder(manifest: dict[str, Any], output: str):
+    """Decodes one output's token ids with the tokenizer that wrote them, or None where none loads."""
+    config = manifest.get("config") or {}
+    if output == "contexts":
+        spec = ((config.get("order") or {}).get("contexts") or {}).get("tokenizer")
+    elif output.startswith("buckets/"):
+        spec = (config.get("decompose") or {}).get("tokenizer")
+    else:
+        spec = None
+    return _load_decoder(spec) if spec else None
+
+
+_DECODERS: dict[str, Any] = {}
+
+
+def _load_decoder(spec: str):
+    if spec not in _DECODERS:
+        from corpusmill.transforms.decompose.tokenizer import load_tokenizer
+
+        try:
+            # tiktoken alone: decoding needs none of bpe-openai's worker processes.
+            tokenizer = load_tokenizer(spec, encoder="tiktoken") if spec.startswith("tiktoken:") else load_tokenizer(spec)
+            _DECODERS[spec] = tokenizer.decode
+        except Exception:  # noqa: BLE001 - a tokenizer that does not load here only costs the excerpt
+            _DECODERS[spec] = None
+    return _DECODERS[spec]
+
+
+def _shown(name: str, value: Any, decode=None) -> str:
+    """One value cut to a line (two for token ids, the second decoded): a long text to its start
+    and length, a long list to its first items and length."""
     if isinstance(value, str):
-        return textwrap.shorten(value, 100)
-    if isinstance(value, list) and len(value) > 16:
-        return [*value[:16], f"... {len(value)} in all"]
-    return value
+        if len(value) <= _TEXT_CHARS and "\n" not in value:
+            return value
+        return f"{json.dumps(textwrap.shorten(value, _TEXT_CHARS, placeholder=' …'), ensure_ascii=False)}" \
+               f"  ({len(value):,} characters)"
+    if isinstance(value, list):
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if ints and "token" in name and value:
+            head = " ".join(str(v) for v in value[:_HEAD_IDS]) + (" …" if len(value) > _HEAD_IDS else "")
+            line = f"{len(value):,} token ids: {head}"
+            if decode is not None:
+                try:
+                    text = decode(value[:_DECODED_TOKENS])
+                    line += "\ndecoded: " + json.dumps(
+                        textwrap.shorten(text, _TEXT_CHARS, placeholder=" …") or text[:_TEXT_CHARS],
+                        ensure_ascii=False)
+                except Exception:  # noqa: BLE001 - ids the tokenizer does not know: no excerpt
+                    pass
+            return line
+        if len(value) <= _HEAD_IDS and ints:
+            return json.dumps(value)
+        if value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            head = " ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value[:_HEAD_IDS // 2])
+            return f"{len(value):,} numbers: {head}{' …' if len(value) > _HEAD_IDS // 2 else ''}"
+        if len(value) > _HEAD_ITEMS or any(isinstance(v, str) and len(v) > _TEXT_CHARS for v in value):
+            head = ", ".join(textwrap.shorten(str(v), 60, placeholder=" …") for v in value[:_HEAD_ITEMS])
+            return f"{len(value):,} items: {head}{', …' if len(value) > _HEAD_ITEMS else ''}"
+        return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, bytes):
+        return f"{len(value):,} bytes: {value[:_HEAD_IDS].hex()}{'…' if len(value) > _HEAD_IDS else ''}"
+    if value is None:
+        return "null"
+    return str(value)
 
 
-def _show_rows(root: str, name: str, path: str, rows: int) -> None:
-    """Prints the first rows of one shard, or why they cannot be read."""
+def _show_rows(root: str, name: str, path: str, rows: int, decode=None) -> None:
+    """Prints the first rows of one shard, one field a line, or why they cannot be read."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
@@ -397,9 +458,14 @@ def _show_rows(root: str, name: str, path: str, rows: int) -> None:
         print(f"\n{name}/ — {path} cannot be read: {type(error).__name__}: {error}")
         return
     print(f"\n{name}/ — first {table.num_rows} rows of {path}:")
-    for row in shown_rows:
-        shown = {k: _shown(v) for k, v in row.items()}
-        print("  " + json.dumps(shown, ensure_ascii=False, default=str))
+    width = max((len(k) for k in table.schema.names), default=0)
+    for number, row in enumerate(shown_rows, 1):
+        print(f"  row {number}")
+        for key, value in row.items():
+            first, *more = _shown(key, value, decode).split("\n")
+            print(f"    {key:<{width}}  {first}")
+            for line in more:
+                print(f"    {'':<{width}}  {line}")
 
 
 def main(argv: list[str] | None = None) -> int:
