@@ -29,6 +29,11 @@ CI clone, a Dataflow worker) pays the compiling once. This measures how much.
   harness that records numba's ``numba:compile`` events (CPU time of the
   compiling thread, inclusive and exclusive of nested compiles, per function
   and signature) and the time spent writing and loading cached kernels.
+  These are the job process's own: kernels compiled by the warm-up child
+  (``corpusmill.transforms.warmup``, in revisions that have it) count only as
+  cache hits there; the harness records when the child started, its steps
+  and how long the job waited for it. The CPU column of the timed runs
+  includes the child (the job reaps it).
 
 Target (issue 12): median cold wall within 10 s of median warm wall.
 
