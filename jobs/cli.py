@@ -61,6 +61,15 @@ class _DropBeamImportNoise(logging.Filter):
         return not str(record.msg).startswith("apitools not found")
 
 
+class _DropBeamWorkerNoise(logging.Filter):
+    """Local worker processes (``--direct_running_mode=multi_processing``) each warn that
+    they have no semi-persistent directory, which a local run never has; the line is
+    forwarded to the terminal once per worker."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno < logging.ERROR and "No semi_persistent_directory found" in record.getMessage())
+
+
 class _TextFormatter(logging.Formatter):
     """``HH:MM:SS message`` for corpusmill's own lines; anything else also names its level and logger."""
 
@@ -117,6 +126,7 @@ def configure_logging(quiet: bool = False, log_format: str = "text") -> None:
     handler = _StderrHandler()
     handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
     handler.addFilter(_DropBeamImportNoise())
+    handler.addFilter(_DropBeamWorkerNoise())
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     log.setLevel(logging.WARNING if quiet else logging.INFO)

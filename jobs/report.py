@@ -526,11 +526,13 @@ def _timings(manifest: Mapping[str, Any]) -> str:
             step = name.removeprefix("time_").removesuffix("_ms")
             stage, _, rest = step.partition("_")
             grouped.setdefault(stage, []).append((rest or stage, ms / 1000.0))
+        order = ["read", *manifest.get("stages", ()), "write"]
         rows = [(stage, ", ".join(step for step, _ in steps), round(sum(s for _, s in steps), 2))
-                for stage, steps in grouped.items()]
+                for stage, steps in sorted(grouped.items(),
+                                           key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))]
         body += ("<h3>Time inside the kernels</h3><p>Seconds spent in each stage's own code (summed over "
                  "workers and threads; excludes Beam's overhead).</p>"
-                 + _table(rows, ["stage", "steps", "seconds"], numeric=(2,)))
+                 + _table(rows, ["stage", "steps", "seconds"], css="kernels", numeric=(2,)))
         body += _details("Per step", _table([(name.removeprefix("time_").removesuffix("_ms"), round(ms / 1000.0, 3))
                                              for name, ms in sorted(kernels.items())], ["step", "seconds"],
                                             numeric=(1,)))
@@ -568,7 +570,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
 table.facts td:first-child{color:#444;width:24em}table.facts td.num{text-align:left}
 table.wide{table-layout:fixed;width:100%}table.keyvalue td:first-child{width:40%}
 table.clusters th:first-child{width:4em}table.clusters th:nth-child(2){width:40%}
-code{font-size:.92em;overflow-wrap:anywhere}
+code{font-size:.92em;overflow-wrap:anywhere}table.kernels td:first-child{white-space:nowrap}
 figure{margin:.5em 0 1.2em}figure svg{max-width:100%;height:auto}
 details{margin:.3em 0 1em}summary{cursor:pointer;color:#2a5db0}
 .cards{display:flex;flex-wrap:wrap;gap:.8em;margin:1em 0}.card{border:1px solid #ddd;border-radius:6px;

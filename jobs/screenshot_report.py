@@ -31,8 +31,10 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 # The tallest window Chromium paints in one piece; a longer page is cut there (and says so).
 MAX_HEIGHT = 16000
 
-# Run in the page: its size and every element that sticks out to the right of the window.
+# Run in the page: its size and every element that sticks out to the right of the window, with
+# every folded <details> opened (arguments[0]) or closed, as a reader first sees the page.
 _MEASURE = """
+document.querySelectorAll('details').forEach(d => { d.open = arguments[0]; });
 const width = document.documentElement.clientWidth;
 const wide = [];
 for (const el of document.querySelectorAll('body *')) {
@@ -60,7 +62,8 @@ class PageCheck:
         png: Where the screenshot was written.
         width: The window's width in CSS pixels.
         height: The page's full height.
-        wide: Elements reaching past the window's right edge (tag, right edge, text).
+        wide: Elements reaching past the window's right edge (tag, right edge, text),
+            folded sections opened.
         broken_images: Images that did not load.
         images: ``<img>`` elements on the page.
         svgs: Inline ``<svg>`` elements.
@@ -143,10 +146,12 @@ def screenshot(report: str, png: str, width: int = 1280) -> PageCheck:
             "goog:chromeOptions": {"binary": browser, "args": args}}}})
         session = created["sessionId"]
         _call(base, "POST", f"/session/{session}/url", {"url": Path(report).resolve().as_uri()})
-        measured = _call(base, "POST", f"/session/{session}/execute/sync", {"script": _MEASURE, "args": []})
+        unfolded = _call(base, "POST", f"/session/{session}/execute/sync", {"script": _MEASURE, "args": [True]})
+        measured = _call(base, "POST", f"/session/{session}/execute/sync", {"script": _MEASURE, "args": [False]})
         height = min(int(measured["height"]), MAX_HEIGHT)
         _call(base, "POST", f"/session/{session}/window/rect", {"width": width, "height": height})
-        measured = _call(base, "POST", f"/session/{session}/execute/sync", {"script": _MEASURE, "args": []})
+        measured = _call(base, "POST", f"/session/{session}/execute/sync", {"script": _MEASURE, "args": [False]})
+        measured["wide"] = sorted(set(measured["wide"]) | set(unfolded["wide"]))
         image = base64.b64decode(_call(base, "GET", f"/session/{session}/screenshot"))
         Path(png).parent.mkdir(parents=True, exist_ok=True)
         Path(png).write_bytes(image)

@@ -46,6 +46,9 @@ READ, WRITE = "read", "write"
 # What a counting step sees: documents (tables of rows), a stage's removed duplicates, the
 # rejected records; shard records and stats only mark when a stage handed on its last output.
 DOCUMENTS, OUT, DUPLICATES, REJECTED, SHARDS = "documents", "docs", "duplicates", "rejected", "shards"
+# The documents of a stage that hands its input on unchanged and works beside it: they leave
+# before its work is done, so the next stage starts with the stage's first file written.
+PASSED = "docs_passed"
 
 log = logging.getLogger("corpusmill.progress")
 
@@ -82,7 +85,8 @@ class Count(beam.PTransform):
     Args:
         stage: The stage the elements belong to (``read``, a stage's name).
         role: What they are: ``documents`` (read), ``docs`` (handed on),
-            ``duplicates``, ``rejected`` or ``shards`` (files written).
+            ``docs_passed`` (handed on unchanged), ``duplicates``, ``rejected`` or
+            ``shards`` (files written).
     """
 
     def __init__(self, stage: str, role: str) -> None:
@@ -106,10 +110,11 @@ def counted(stage: str, docs: Any, result: Any) -> Any:
         docs: The documents the stage was given.
         result: Its ``StageResult``.
     """
-    watched = {"docs": result.docs | Count(stage, OUT)}
+    passes_through = result.docs is docs and result.shards is not None
+    watched = {"docs": result.docs | Count(stage, PASSED if passes_through else OUT)}
     if result.duplicates is not None:
         watched["duplicates"] = result.duplicates | Count(stage, DUPLICATES)
-    if result.docs is docs and result.shards is not None:
+    if passes_through:
         watched["shards"] = result.shards | Count(stage, SHARDS)
     return result._replace(**watched)
 
@@ -202,10 +207,11 @@ class ProgressReporter:
         """A stage starts when the step before it hands on its first documents."""
         if (stage, role) == (READ, DOCUMENTS):
             starting, message = READ, f"read: started, first {rows:,} documents read"
-        elif role == OUT:
+        elif role in (OUT, SHARDS):
             order = [READ, *self.stages, WRITE]
             starting = order[order.index(stage) + 1] if stage in order[:-1] else WRITE
-            message = f"{starting}: started, first {rows:,} documents in"
+            handed_on = self._rows(stage, PASSED) if role == SHARDS else rows
+            message = f"{starting}: started, first {handed_on or 0:,} documents in"
         else:
             return
         log.info("[%6.1f s] %s", self.elapsed(), message,
@@ -214,6 +220,8 @@ class ProgressReporter:
 
     def _rows(self, stage: str, role: str) -> int | None:
         point = self._points.get((stage, role))
+        if point is None and role == OUT:
+            point = self._points.get((stage, PASSED))
         return None if point is None else point.rows
 
     def snapshot(self) -> dict[str, Any]:
@@ -245,6 +253,14 @@ class ProgressReporter:
         if self.worker and total == self._logged_rows:
             return
         self._logged_rows = total
+        who = f"worker {os.getpid()}: " if self.worker else ""
+        if not total:
+            # Nothing passed a counting step in this process yet: before the first batch, or
+            # because the pipeline runs in worker processes, which count (and log) it themselves.
+            log.info("[%6.1f s] %sprogress: no documents counted here yet (worker processes and remote "
+                     "runners count their own; the summary has them all)", self.elapsed(), who,
+                     extra={"corpusmill": {"event": "progress", "elapsed_s": round(self.elapsed(), 3), **state}})
+            return
         parts = [f"documents read: {state['documents_read']:,}"]
         if state["rejected"]:
             parts.append(f"rejected: {state['rejected']:,}")
@@ -254,7 +270,6 @@ class ProgressReporter:
             parts.append(f"stage reached: {state['stage']} ({stage['in']:,} in, {done})")
         else:
             parts.append(f"stage reached: {state['stage']}")
-        who = f"worker {os.getpid()}: " if self.worker else ""
         log.info("[%6.1f s] %sprogress: %s", self.elapsed(), who, " · ".join(parts),
                  extra={"corpusmill": {"event": "progress", "elapsed_s": round(self.elapsed(), 3), **state}})
 
@@ -298,7 +313,7 @@ class ProgressReporter:
         rows = [StageRow(READ, read_in, handed_on, 0, read_in - handed_on, seconds(READ, 0.0))]
         before = finished.get(READ, 0.0)
         for stage in self.stages:
-            out = counts.get(counter_name(stage, OUT), 0)
+            out = counts.get(counter_name(stage, OUT), counts.get(counter_name(stage, PASSED), 0))
             duplicates = counts.get(counter_name(stage, DUPLICATES), 0)
             rows.append(StageRow(stage, handed_on, out, duplicates, max(0, handed_on - out - duplicates),
                                  seconds(stage, before)))

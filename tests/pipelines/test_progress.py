@@ -41,29 +41,35 @@ def test_counting_steps_pass_elements_through_and_feed_the_log_and_the_summary_t
     kept = docs | "KeepEven" >> beam.Map(_slow_keep_even)
     dropped = docs | "Dropped" >> beam.Map(_removed_odd)
     result = progress.counted("dedup", docs, StageResult(kept, dropped, None, None))
+    # A stage that hands its documents on unchanged and writes files beside them (as decompose does).
+    files = result.docs | "WriteBesides" >> beam.Map(lambda element: {"kind": "shard", "rows": element[1].num_rows})
+    result = progress.counted("decompose", result.docs, StageResult(result.docs, None, files, None))
     ids = result.docs | beam.FlatMap(lambda element: element[1]["id"].to_pylist())
     collected = ids | beam.combiners.ToList() | beam.Map(sorted)
     from apache_beam.testing.util import assert_that, equal_to
 
     assert_that(collected, equal_to([[f"d{i:03d}" for i in range(0, 16, 2)]]))
     with caplog.at_level(logging.INFO, logger="corpusmill"):
-        with progress.ProgressReporter(["dedup"], interval=0.1) as watch:
+        with progress.ProgressReporter(["dedup", "decompose"], interval=0.1) as watch:
             outcome = pipeline.run()
             outcome.wait_until_finish()
         table = watch.stage_table(outcome)
 
-    read_row, dedup_row, write_row = table
-    assert [read_row["stage"], dedup_row["stage"], write_row["stage"]] == ["read", "dedup", "write"]
+    read_row, dedup_row, decompose_row, write_row = table
+    assert [row["stage"] for row in table] == ["read", "dedup", "decompose", "write"]
     # 16 documents + 2 rejected records read; 16 handed on, 8 kept, 8 duplicates.
     assert (read_row["documents_in"], read_row["documents_out"], read_row["rejected"]) == (18, 16, 2)
     assert (dedup_row["documents_in"], dedup_row["documents_out"], dedup_row["duplicates"]) == (16, 8, 8)
     assert dedup_row["rejected"] == 0 and write_row["documents_in"] == 8
+    assert (decompose_row["documents_in"], decompose_row["documents_out"], decompose_row["duplicates"]) == (8, 8, 0)
     assert all(row["seconds"] is not None and row["seconds"] >= 0 for row in table)
     assert abs(sum(row["seconds"] for row in table) - watch.elapsed()) < 0.05
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("corpusmill")]
-    assert messages[0] == "pipeline started: read -> dedup -> write"
+    assert messages[0] == "pipeline started: read -> dedup -> decompose -> write"
     assert any("read: started, first" in m for m in messages)
     assert any("dedup: started, first" in m for m in messages)
+    starts = [m.split("] ")[1].split(":")[0] for m in messages if ": started, first" in m]
+    assert starts == ["read", "dedup", "decompose", "write"]
     assert any("progress: documents read:" in m and "stage reached:" in m for m in messages)
     assert "pipeline finished" in messages[-1]
     # Structured fields for --log-format json travel on the records.
