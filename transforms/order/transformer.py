@@ -20,19 +20,28 @@ model, is the bottleneck:
   to the characters, and a 300,000-character document needs only its first
   thousand or so.
 * The model's fast (Rust) tokenizer encodes a window of texts at a time, split
-  into shards on ``tokenizer_threads`` threads; the library releases the GIL
-  while it encodes, so the shards run in parallel whatever
-  TOKENIZERS_PARALLELISM says (tokenizers turns it off in a process forked
-  after it ran in parallel). The library's own thread pool on top of these
-  threads only competes with them, and with the thread that feeds the GPU, for
-  the same cores (on the H200 machine, 16 cores, batch 1024: 15,700 docs/s with
-  it, 23,600 without), so where TOKENIZERS_PARALLELISM is unset, building a
-  pipelined embedder sets it to false; set it to true first to keep the pool.
+  into shards. On cuda (with 4 cores or more) the shards go to
+  ``tokenizer_processes`` worker processes (``text_batches.ProcessTokenizer``,
+  one fewer than the cores), each with its own GIL: taking a text's ids out of
+  the library as Python ints holds the GIL, and on threads of one process that
+  work, serialised, and the thread that launches the model slowed each other.
+  Workers are ``spawn``ed, so a script that builds a cuda embedder needs its
+  code under ``if __name__ == "__main__":``; where they cannot start, the
+  embedder warns and tokenizes on threads. Elsewhere the shards run on
+  ``tokenizer_threads`` threads of this process (``BatchTokenizer``); the library
+  releases the GIL while it encodes, so they run in parallel whatever
+  TOKENIZERS_PARALLELISM says. The library's own thread pool on top of these
+  threads only competes with them for the same cores (on the H200 machine, 16
+  cores, batch 1024: 15,700 docs/s with it, 23,600 without), so where
+  TOKENIZERS_PARALLELISM is unset, building an embedder that tokenizes on
+  threads sets it to false; set it to true first to keep the pool. Worker
+  processes turn it off in themselves only.
 * Texts are sorted by length in characters into windows, and each window by
   length in tokens into batches, so a batch pads to similar lengths; rows come
   back in input order.
-* A producer thread pads the next batches into pinned host memory while the
-  GPU runs the current ones, and the next window is tokenized while it pads:
+* A producer thread pads the next batches into pinned host memory (int32 ids
+  and mask) while the GPU runs the current ones, and the next windows are
+  tokenized while it pads:
   inputs go over with non-blocking copies, results come back the same way, and
   the host waits only for a batch several places behind the one it launches.
 
@@ -50,7 +59,9 @@ import os
 import queue
 import re
 import threading
+import warnings
 from collections import deque
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -59,15 +70,22 @@ import numpy as np
 from corpusmill.transforms.order.text_batches import (  # noqa: F401  (re-exported for callers and tests)
     WINDOW_TEXTS,
     BatchTokenizer,
+    ProcessTokenizer,
     available_cores,
     length_windows,
     padded_batch,
+    padded_width,
     token_length_batches,
     whitespace_prefix,
 )
 
 # Batches launched on the GPU before the host waits for the oldest one's result.
 BATCHES_IN_FLIGHT = 3
+# Windows handed to the tokenizer before the oldest one is padded: its workers find the next
+# window's shards queued when they finish the current one's, so none waits for the slowest shard.
+WINDOWS_IN_FLIGHT = 3
+# Cores below which a cuda embedder tokenizes on threads rather than worker processes.
+MIN_CORES_FOR_PROCESSES = 4
 # On cuda a batch pads to a multiple of this many tokens (tensor-core tiles, fewer shapes).
 CUDA_TOKEN_MULTIPLE = 8
 # The inputs the pipelined path feeds the model itself; any other makes it use preprocess.
@@ -131,7 +149,8 @@ class SentenceTransformerEmbedder:
     name = "st"
 
     def __init__(self, model: str, device: str = "auto", max_seq_length: int = 256, batch_size: int = 64,
-                 prefix_chars_per_token: int = 5, tokenizer_threads: int | None = None):
+                 prefix_chars_per_token: int = 5, tokenizer_threads: int | None = None,
+                 tokenizer_processes: int | None = None):
         """Loads the model.
 
         Args:
@@ -146,9 +165,14 @@ class SentenceTransformerEmbedder:
                 (see the module docstring); 0 tokenizes whole texts. Only
                 speed depends on it: on linux-doc 99% of documents fill 256
                 tokens within 4.7 characters a token.
-            tokenizer_threads: Threads that tokenize; None takes the cores this
-                process may use. Building the embedder sets TOKENIZERS_PARALLELISM
-                to false where it is unset (see the module docstring).
+            tokenizer_threads: Threads that tokenize where no worker processes do;
+                None takes the cores this process may use. Building such an
+                embedder sets TOKENIZERS_PARALLELISM to false where it is unset
+                (see the module docstring).
+            tokenizer_processes: Worker processes that tokenize (see the module
+                docstring); 0 tokenizes on threads of this process instead. None:
+                on cuda with at least 4 cores, one fewer than the cores (the
+                remaining one pads and launches the model); else 0.
         """
         import torch
         from sentence_transformers import SentenceTransformer
@@ -157,6 +181,8 @@ class SentenceTransformerEmbedder:
             raise ValueError("max_seq_length >= 2, batch_size >= 1 and prefix_chars_per_token >= 0 are needed")
         if tokenizer_threads is not None and tokenizer_threads < 1:
             raise ValueError(f"tokenizer_threads must be >= 1, got {tokenizer_threads}")
+        if tokenizer_processes is not None and tokenizer_processes < 0:
+            raise ValueError(f"tokenizer_processes must be >= 0, got {tokenizer_processes}")
         self.model_name = model
         self.device = resolve_device(device)
         self.max_seq_length = max_seq_length
@@ -172,8 +198,12 @@ class SentenceTransformerEmbedder:
         self._torch = torch
         self._weights = weights_digest(Path(model)) if os.path.isdir(model) else "hub"
         self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
-        self._pipeline = self._pipelined_inputs(tokenizer_threads or available_cores())
-        if self._pipeline is not None:
+        cores = available_cores()
+        if tokenizer_processes is None:
+            cuda = self.device.startswith("cuda")
+            tokenizer_processes = cores - 1 if cuda and cores >= MIN_CORES_FOR_PROCESSES else 0
+        self._pipeline = self._pipelined_inputs(tokenizer_threads or cores, tokenizer_processes)
+        if self._pipeline is not None and not self.tokenizer_processes:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     @property
@@ -188,8 +218,19 @@ class SentenceTransformerEmbedder:
 
     @property
     def pipelined(self) -> bool:
-        """Whether ``embed`` tokenizes on its own threads, overlapped with the model (else through preprocess)."""
+        """Whether ``embed`` tokenizes on its own threads or processes, overlapped with the model (else through preprocess)."""
         return self._pipeline is not None
+
+    @property
+    def tokenizer_processes(self) -> int:
+        """Worker processes that tokenize (0: threads of this process, or no pipelined path)."""
+        tokenizer = self._pipeline["tokenizer"] if self._pipeline else None
+        return tokenizer.processes if isinstance(tokenizer, ProcessTokenizer) else 0
+
+    def close(self) -> None:
+        """Stops the tokenizer's threads or worker processes; ``embed`` must not be called after it."""
+        if self._pipeline is not None:
+            self._pipeline["tokenizer"].close()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeds texts.
@@ -219,7 +260,7 @@ class SentenceTransformerEmbedder:
 
     # --- The pipelined path ------------------------------------------------------------
 
-    def _pipelined_inputs(self, threads: int) -> dict[str, Any] | None:
+    def _pipelined_inputs(self, threads: int, processes: int) -> dict[str, Any] | None:
         """What the pipelined path needs, or None where the model's preprocess must be used.
 
         The pipelined path feeds the model ids and a mask it builds itself, so it
@@ -242,16 +283,28 @@ class SentenceTransformerEmbedder:
             return None
         if "token_type_ids" in tensors and bool(features["token_type_ids"].any()):
             return None
-        batch_tokenizer = BatchTokenizer(backend, int(self.model.max_seq_length), threads, self.prefix_chars)
-        flat, lengths = batch_tokenizer.encode(probes)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+        max_length = int(self.model.max_seq_length)
+        if processes:
+            batch_tokenizer = ProcessTokenizer(backend, max_length, processes, self.prefix_chars, pad_id)
+            try:
+                ids, lengths = batch_tokenizer.encode(probes)
+            except BrokenProcessPool as error:
+                batch_tokenizer.close()
+                processes = 0
+                warnings.warn(f"tokenizer worker processes did not start ({error}); tokenizing on threads instead. "
+                              "A script that builds a cuda embedder needs its code under "
+                              "`if __name__ == '__main__':` (each spawned worker imports it)", RuntimeWarning)
+        if not processes:
+            batch_tokenizer = BatchTokenizer(backend, max_length, threads, self.prefix_chars, pad_id)
+            ids, lengths = batch_tokenizer.encode(probes)
         mask = features["attention_mask"].numpy().astype(bool)
         for row, probe_ids in enumerate(features["input_ids"].numpy()):
-            if flat[offsets[row]:offsets[row + 1]].tolist() != probe_ids[mask[row]].tolist():
+            if ids[row, :lengths[row]].tolist() != probe_ids[mask[row]].tolist():
+                batch_tokenizer.close()
                 return None
         return {
             "tokenizer": batch_tokenizer,
-            "pad_id": int(getattr(tokenizer, "pad_token_id", None) or 0),
             "token_type_ids": "token_type_ids" in tensors,
             "extra": {key: value for key, value in features.items() if key not in tensors},
         }
@@ -286,9 +339,9 @@ class SentenceTransformerEmbedder:
         return vectors
 
     def _produce(self, texts: list[str], batches: queue.Queue, stop: threading.Event, pin: bool) -> None:
-        """Puts ``(rows, ids and mask as one (2, n, width) int64 tensor)`` per batch, then None.
+        """Puts ``(rows, ids and mask as one (2, n, width) int32 tensor)`` per batch, then None.
 
-        The next window is already being tokenized while this one is padded and handed over.
+        The next windows are already being tokenized while this one is padded and handed over.
         """
         tokenizer = self._pipeline["tokenizer"]
         multiple = CUDA_TOKEN_MULTIPLE if pin else 1
@@ -297,7 +350,7 @@ class SentenceTransformerEmbedder:
             submitted: deque = deque()
             for window in length_windows(char_lengths, self.batch_size):
                 submitted.append((window, tokenizer.submit([texts[i] for i in window])))
-                if len(submitted) > 1 and not self._put_window(*submitted.popleft(), batches, stop, pin, multiple):
+                if len(submitted) >= WINDOWS_IN_FLIGHT and not self._put_window(*submitted.popleft(), batches, stop, pin, multiple):
                     return
             while submitted:
                 if not self._put_window(*submitted.popleft(), batches, stop, pin, multiple):
@@ -309,13 +362,11 @@ class SentenceTransformerEmbedder:
     def _put_window(self, window: np.ndarray, tokenized: Callable[[], tuple[np.ndarray, np.ndarray]],
                     batches: queue.Queue, stop: threading.Event, pin: bool, multiple: int) -> bool:
         """Pads one window's batches into (pinned) tensors and queues them; False once stopped."""
-        flat, lengths = tokenized()
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        ids, lengths = tokenized()
         for local in token_length_batches(lengths, self.batch_size):
-            ids, mask = padded_batch(flat, offsets, lengths, local, self._pipeline["pad_id"], multiple)
-            inputs = self._torch.empty((2, *ids.shape), dtype=self._torch.int64, pin_memory=pin)
-            host = inputs.numpy()
-            host[0], host[1] = ids, mask
+            width = padded_width(lengths[local], multiple, ids.shape[1])
+            inputs = self._torch.empty((2, len(local), width), dtype=self._torch.int32, pin_memory=pin)
+            padded_batch(ids, lengths, local, multiple, out=inputs.numpy())
             if not _put(batches, (window[local], inputs), stop):
                 return False
         return True
@@ -323,7 +374,8 @@ class SentenceTransformerEmbedder:
     def _forward(self, inputs: Any, cuda: bool) -> tuple[Any, Any]:
         """Launches one batch; its normalised float32 embeddings (on the host once ``done``) and ``done``."""
         torch = self._torch
-        inputs = inputs.to(self.device, non_blocking=True)
+        # int32 over the bus (half the bytes, and what the tokenizer gives), int64 as the model expects.
+        inputs = inputs.to(self.device, non_blocking=True).long()
         features = {"input_ids": inputs[0], "attention_mask": inputs[1], **self._pipeline["extra"]}
         if self._pipeline["token_type_ids"]:
             features["token_type_ids"] = torch.zeros_like(inputs[0])

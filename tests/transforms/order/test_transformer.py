@@ -1,6 +1,6 @@
 """Tests of the sentence-transformers embedder's fast path: batch planning and padding against plain
-Python, the threaded tokenizer against the tokenizer itself, and the pipelined embedder (CPU) against
-``SentenceTransformer.encode``. Tests that need torch, sentence-transformers, tokenizers or the
+Python, the threaded and the worker-process tokenizers against the tokenizer itself, and the pipelined
+embedder (CPU, both tokenizers) against ``SentenceTransformer.encode``. Tests that need torch, sentence-transformers, tokenizers or the
 packaged all-MiniLM-L6-v2 weights skip where they are missing."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corpus_files import sample_records
+from corpusmill.transforms.order.text_batches import id_matrix
 from corpusmill.transforms.order.transformer import length_windows, padded_batch, token_length_batches
 
 # --- batch planning (numpy only) ---------------------------------------------------------
@@ -40,21 +41,21 @@ def test_token_length_batches_sort_and_cover(lengths, batch_size):
 
 
 @given(st.lists(st.lists(st.integers(1, 30000), max_size=12), min_size=1, max_size=10), st.data(),
-       st.sampled_from([1, 8]))
+       st.sampled_from([1, 8]), st.sampled_from([12, 16]), st.sampled_from([None, np.int32, np.int64]))
 @settings(max_examples=200, deadline=None)
-def test_padded_batch_matches_a_plain_loop(token_lists, data, multiple):
-    lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
-    flat = np.array([i for t in token_lists for i in t], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
+def test_padded_batch_matches_a_plain_loop(token_lists, data, multiple, max_length, out_dtype):
+    ids, lengths = id_matrix(token_lists, max_length, pad_id=-7)
+    assert ids.shape == (len(token_lists), max_length) and ids.dtype == lengths.dtype == np.int32
     rows = np.array(data.draw(st.lists(st.integers(0, len(token_lists) - 1), min_size=1, max_size=6)))
-    ids, mask = padded_batch(flat, offsets, lengths, rows, pad_id=-7, multiple=multiple)
-    width = max(1, max(len(token_lists[r]) for r in rows))
-    width = -(-width // multiple) * multiple
-    assert ids.shape == mask.shape == (len(rows), width) and ids.dtype == mask.dtype == np.int64
+    longest = max(1, max(len(token_lists[r]) for r in rows))
+    width = max(longest, min(-(-longest // multiple) * multiple, max_length))  # rounded up within the matrix
+    out = None if out_dtype is None else np.full((2, len(rows), width), 99, dtype=out_dtype)
+    got = padded_batch(ids, lengths, rows, multiple, out=out)
+    assert got.shape == (2, len(rows), width) and (out is None or got is out)
     for k, r in enumerate(rows):
         tokens = token_lists[r]
-        assert ids[k].tolist() == tokens + [-7] * (width - len(tokens))
-        assert mask[k].tolist() == [1] * len(tokens) + [0] * (width - len(tokens))
+        assert got[0, k].tolist() == tokens + [-7] * (width - len(tokens))
+        assert got[1, k].tolist() == [1] * len(tokens) + [0] * (width - len(tokens))
 
 
 # --- the threaded tokenizer (needs tokenizers and the packaged model's tokenizer.json) -----
@@ -74,25 +75,70 @@ def doc_texts() -> list[str]:
     return [by_length[-1], by_length[0], *by_length[::9], by_length[len(texts) // 2], *by_length[-4:-1]]
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-@pytest.mark.parametrize("parallelism", ["true", "false"])
-@pytest.mark.parametrize("prefix_chars", [0, 40, 600])
-def test_batch_tokenizer_matches_the_tokenizer_text_by_text(model_path, doc_texts, threads, parallelism,
-                                                            prefix_chars, monkeypatch):
-    """Whole texts, truncated: also where the first cut (40 characters for 128 tokens) is far too short."""
+@pytest.fixture(scope="module")
+def reference_tokenizer(model_path):
     tokenizers = pytest.importorskip("tokenizers")
-    from corpusmill.transforms.order.transformer import BatchTokenizer
-
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", parallelism)
     reference = tokenizers.Tokenizer.from_file(f"{model_path}/tokenizer.json")
     reference.no_padding()
     reference.enable_truncation(128)
-    texts = doc_texts * 3  # enough texts for several shards
-    flat, lengths = BatchTokenizer(reference, 128, threads, prefix_chars).encode(texts)
+    return reference
+
+
+@pytest.fixture(scope="module")
+def process_tokenizers(reference_tokenizer):
+    """Worker-process tokenizers, built once per first cut (starting workers takes seconds)."""
+    from corpusmill.transforms.order.text_batches import ProcessTokenizer
+
+    built = {prefix: ProcessTokenizer(reference_tokenizer, 128, 2, prefix, pad_id=0) for prefix in (0, 40, 600)}
+    yield built
+    for tokenizer in built.values():
+        tokenizer.close()
+
+
+def check_ids(got, texts, reference, pad_id=0):
+    ids, lengths = got
     expected = [reference.encode(t).ids for t in texts]
+    assert ids.dtype == lengths.dtype == np.int32 and ids.shape == (len(texts), 128)
     assert lengths.tolist() == [len(e) for e in expected]
-    assert flat.tolist() == [i for e in expected for i in e]
+    assert [row[:n].tolist() for row, n in zip(ids, lengths)] == expected
+    assert all((row[n:] == pad_id).all() for row, n in zip(ids, lengths))
     assert max(lengths) == 128  # long texts were truncated, special tokens included
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("parallelism", ["true", "false"])
+@pytest.mark.parametrize("prefix_chars", [0, 40, 600])
+def test_batch_tokenizer_matches_the_tokenizer_text_by_text(reference_tokenizer, doc_texts, threads, parallelism,
+                                                            prefix_chars, monkeypatch):
+    """Whole texts, truncated: also where the first cut (40 characters for 128 tokens) is far too short."""
+    from corpusmill.transforms.order.transformer import BatchTokenizer
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", parallelism)
+    texts = doc_texts * 3  # enough texts for several shards
+    tokenizer = BatchTokenizer(reference_tokenizer, 128, threads, prefix_chars, pad_id=-1)
+    check_ids(tokenizer.encode(texts), texts, reference_tokenizer, pad_id=-1)
+    tokenizer.close()
+
+
+@pytest.mark.parametrize("prefix_chars", [0, 40, 600])
+def test_process_tokenizer_matches_the_tokenizer_text_by_text(process_tokenizers, reference_tokenizer, doc_texts,
+                                                              prefix_chars):
+    """Workers see texts cut to 4 x 40 + 1 characters: longer ones that need more are finished here."""
+    texts = doc_texts * 3
+    tokenizer = process_tokenizers[prefix_chars]
+    pending = [tokenizer.submit(texts[k:]) for k in range(3)]  # several calls in flight at once
+    for k, result in enumerate(pending):
+        check_ids(result(), texts[k:], reference_tokenizer)
+    assert tokenizer.encode([])[0].shape == (0, 128)
+
+
+def test_process_tokenizer_finishes_texts_without_whitespace(process_tokenizers, reference_tokenizer, doc_texts):
+    """A text with no space in what a worker gets is taken whole there: here it is tokenized whole again."""
+    glued = doc_texts[0].replace(" ", "").replace("\n", "")
+    texts = [glued, "x" * 170 + " tail words", doc_texts[1]]
+    ids, lengths = process_tokenizers[40].encode(texts)
+    expected = [reference_tokenizer.encode(t).ids for t in texts]
+    assert [row[:n].tolist() for row, n in zip(ids, lengths)] == expected
 
 
 # --- the embedder (needs torch and sentence-transformers) ----------------------------------
@@ -218,3 +264,27 @@ def test_tokenizer_threads_must_be_positive(model_path):
 
     with pytest.raises(ValueError, match="tokenizer_threads"):
         SentenceTransformerEmbedder(model_path, device="cpu", tokenizer_threads=0)
+
+
+def test_embedder_with_worker_processes_matches_encode(minilm, model_path, doc_texts):
+    """The worker-process tokenizer (the cuda default) gives the same vectors as the threaded one."""
+    from corpusmill.transforms.order.transformer import SentenceTransformerEmbedder
+
+    reference, threaded = minilm
+    embedder = SentenceTransformerEmbedder(model_path, device="cpu", batch_size=4, tokenizer_processes=2)
+    try:
+        assert embedder.pipelined and embedder.tokenizer_processes == 2 and threaded.tokenizer_processes == 0
+        got = embedder.embed(doc_texts)
+        np.testing.assert_allclose(got, reference.encode(doc_texts, normalize_embeddings=True), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got, threaded.embed(doc_texts), rtol=0, atol=1e-6)
+    finally:
+        embedder.close()
+
+
+def test_tokenizer_processes_must_not_be_negative(model_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("sentence_transformers")
+    from corpusmill.transforms.order.transformer import SentenceTransformerEmbedder
+
+    with pytest.raises(ValueError, match="tokenizer_processes"):
+        SentenceTransformerEmbedder(model_path, device="cpu", tokenizer_processes=-1)
