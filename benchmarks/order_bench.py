@@ -420,6 +420,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="faiss threads")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="where the corpora are built (outside the repository)")
+    parser.add_argument("--linux-doc-input", type=Path, default=None,
+                        help="linux-doc 6.1 + 6.12 Parquet to deduplicate (default: order_bench_corpora's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return parser
 
@@ -431,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from order_bench_report import markdown_report
 
     faiss.omp_set_num_threads(args.threads)
-    snapshots = ensure_snapshots(args.data)
+    snapshots = (ensure_snapshots(args.data, args.linux_doc_input) if args.linux_doc_input
+                 else ensure_snapshots(args.data))
     report: dict[str, Any] = {"machine": machine_info(args.threads), "repeats": args.repeats, "k": K,
                               "nprobe": NPROBE, "partitions": args.partitions,
                               "projection_sample": PROJECTION_SAMPLE, "targets": TARGETS, "corpora": {}}

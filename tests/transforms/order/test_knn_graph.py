@@ -233,50 +233,76 @@ def test_local_graph_renumbers_and_drops_outsiders():
                                                           [0.2, -np.inf, -np.inf]], dtype=np.float32))
 
 
-def vote_oracle(own, labels, scores, num_partitions):
-    out = []
-    for o, row, srow in zip(own, labels, scores):
-        weight = [0.0] * num_partitions
-        for label, score in zip(row, srow):
-            if label >= 0 and np.isfinite(score):
-                weight[label] += float(score)
-        best = max(range(num_partitions), key=lambda p: (weight[p], p == o, -p))
-        out.append(best)
+def group_vote_oracle(keys, groups, own, labels, scores, num_partitions, movable, best=3):
+    out = list(own)
+    for g in sorted(set(groups)):
+        members = sorted((k, i) for i, k in enumerate(keys) if groups[i] == g)
+        value = [0.0] * num_partitions
+        for _, i in members:
+            counted = [0] * num_partitions
+            for label, score in zip(labels[i], scores[i]):
+                if label >= 0 and np.isfinite(score) and counted[label] < best:
+                    counted[label] += 1
+                    value[label] += float(score)
+        winner = max(range(num_partitions), key=lambda p: (value[p], -p))
+        for _, i in members:
+            if movable[g] and value[winner] > value[own[i]]:
+                out[i] = winner
     return out
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.data(), m=st.integers(0, 12), top=st.integers(1, 5), num_partitions=st.integers(1, 4))
-def test_vote_partitions_matches_oracle(data, m, top, num_partitions):
+@given(data=st.data(), m=st.integers(0, 12), top=st.integers(1, 5), num_partitions=st.integers(1, 4),
+       half_round=st.integers(0, 1))
+def test_vote_groups_matches_oracle(data, m, top, num_partitions, half_round):
+    keys = np.array(data.draw(st.lists(st.integers(-50, 50), min_size=m, max_size=m, unique=True)), dtype=np.int64)
+    groups = np.array(data.draw(st.lists(st.sampled_from([-7, 3, 11]), min_size=m, max_size=m)), dtype=np.int64)
     own = np.array(data.draw(st.lists(st.integers(0, num_partitions - 1), min_size=m, max_size=m)), dtype=np.int64)
     labels = np.array(data.draw(st.lists(st.lists(st.integers(-1, num_partitions - 1), min_size=top, max_size=top),
                                          min_size=m, max_size=m)), dtype=np.int64).reshape(m, top)
     scores = np.array(data.draw(st.lists(st.lists(st.sampled_from([0.25, 0.5, 0.75]), min_size=top, max_size=top),
                                          min_size=m, max_size=m)), dtype=np.float32).reshape(m, top)
-    got = partitions.vote_partitions(own, labels, scores, num_partitions)
-    assert got.tolist() == vote_oracle(own, labels, scores, num_partitions)
+    movable = dict(zip([-7, 3, 11], partitions.moves_in(np.array([-7, 3, 11]), half_round)))
+    got = partitions.vote_groups(keys, groups, own, labels, scores, num_partitions, half_round)
+    assert got.tolist() == group_vote_oracle(keys, groups, own, labels, scores, num_partitions, movable)
 
 
-def test_vote_partitions_by_hand():
+def test_vote_groups_by_hand():
+    keys = np.array([1, 2, 3])
+    groups = np.array([5, 5, 9])
+    (half,) = [h for h in (0, 1) if partitions.moves_in(np.array([5, 9]), h).all()] or [None]
     own = np.array([0, 0, 2])
     labels = np.array([[1, 1, 0], [1, 0, -1], [0, 1, 2]])
     scores = np.array([[0.5, 0.5, 0.9], [0.5, 0.5, -np.inf], [0.5, 0.5, 0.5]], dtype=np.float32)
-    # 1 beats 0 (1.0 > 0.9); 0 keeps a tie; 2 keeps a three-way tie.
-    assert partitions.vote_partitions(own, labels, scores, 3).tolist() == [1, 0, 2]
+    # Group 5 sums 1 -> 1.5 against 0 -> 1.4: both members move, though the second alone
+    # would tie; 2 keeps a three-way tie.
+    if half is not None:
+        assert partitions.vote_groups(keys, groups, own, labels, scores, 3, half).tolist() == [1, 1, 2]
+    for h in (0, 1):
+        moved = partitions.vote_groups(keys, groups, own, labels, scores, 3, h)
+        assert moved.tolist() in ([1, 1, 2], [0, 0, 2])
+        assert (moved.tolist() == [1, 1, 2]) == bool(partitions.moves_in(np.array([5]), h)[0])
     with pytest.raises(ValueError):
-        partitions.vote_partitions(own, labels, scores, 2)
+        partitions.vote_groups(keys, groups, own, labels, scores, 2, 0)
 
 
-def test_refine_partitions_cuts_fewer_nearest_neighbour_edges():
+def test_nearest_neighbour_groups_are_components_of_the_top1_forest():
+    keys = np.array([40, 10, 30, 20, 50, 60])
+    nearest = np.array([10, 40, 10, 50, 20, -1])
+    np.testing.assert_array_equal(partitions.nearest_neighbour_groups(keys, nearest), [10, 10, 10, 20, 20, 60])
+
+
+def test_refine_partitions_cuts_no_nearest_neighbour_edge_and_fewer_edges():
     x = clustered(3000, d=32, seed=14)
     built = knn_graph.partitioned_knn(x, 10, 8, 2, seed=0)
     primary = built.assignment.primary
     refined = partitions.refine_partitions(built.neighbors, built.scores, primary, 8)
 
-    def cut(labels):
-        return (labels[built.neighbors[:, 0]] != labels).mean()
+    def cut(labels, column):
+        return (labels[built.neighbors[:, column]] != labels).mean()
 
-    assert cut(refined) < 0.75 * cut(primary)
+    assert cut(refined, 0) == 0 < cut(primary, 0)
+    assert np.mean([cut(refined, c) for c in range(1, 10)]) < 0.75 * np.mean([cut(primary, c) for c in range(1, 10)])
     assert set(np.unique(refined)) <= set(range(8))
     again = partitions.refine_partitions(built.neighbors, built.scores, primary, 8)
     np.testing.assert_array_equal(refined, again)

@@ -7,7 +7,7 @@ Data flow (``plan`` is ``order.plan.knn_plan`` of the document count, a side inp
                             partitions (exact: one partition 0 of every document)
              -> GroupByKey partition -> partition_knn -> candidates keyed by owner shard
     embedded + candidates -> CoGroupByKey shard -> merge_topk -> (shard, ShardGraph)
-    ShardGraph -> refine rounds (LookupByKey of the neighbours' labels, vote_partitions)
+    ShardGraph -> RefinePartitions (group votes over the merged graph, ``beam.refine``)
     recall sample (partitioned): query_knn of the sample against every shard, merged,
                                  against the sample's rows of the graph
 
@@ -25,8 +25,8 @@ import numpy as np
 
 from corpusmill.schemas.config import KnnSectionConfig
 from corpusmill.transforms.common import shard_of_keys, split_by
-from corpusmill.transforms.order import knn_graph, partitions
-from corpusmill.transforms.order.beam.lookup import LookupByKey, Owned, lookup
+from corpusmill.transforms.order import knn_graph
+from corpusmill.transforms.order.beam.refine import RefinePartitions
 from corpusmill.transforms.order.plan import sample_mask
 
 TRAIN_SEED_OFFSET = 0
@@ -105,22 +105,6 @@ def _merge(element, plan: dict, centroids, k: int):
         else:
             label = np.zeros(shard.keys.size, dtype=np.int64)
         yield shard_id, ShardGraph(shard.keys, neighbors[row], scores[row], label)
-
-
-def _wanted_labels(element, top: int):
-    shard, graph = element
-    return shard, graph.neighbors[:, :top].ravel()
-
-
-def _vote(element, top: int, plan: dict):
-    shard, grouped = element
-    num_partitions = plan["partitions"]
-    answers = list(grouped["answers"])
-    for graph in grouped["graph"]:
-        neighbors = graph.neighbors[:, :top]
-        labels = lookup(answers, neighbors, missing=-1).astype(np.int64)
-        yield shard, graph._replace(label=partitions.vote_partitions(graph.label, labels, graph.scores[:, :top],
-                                                                       num_partitions))
 
 
 def _recall_queries(element, plan: dict, config: KnnSectionConfig):
@@ -210,9 +194,8 @@ class KnnGraph(beam.PTransform):
             | "GroupCandidates" >> beam.CoGroupByKey()
             | "MergeTopK" >> beam.FlatMap(_merge, plan, beam.pvalue.AsSingleton(centroids), config.k)
         )
-        for r in range(config.refine_rounds):
-            # With the exact plan every label is 0 and a vote changes nothing: it runs on no rows.
-            graph = graph | f"RefineRound{r}" >> _RefineRound(n, partitions.REFINE_TOP, self._plan)
+        # With the exact plan every label is 0: the refinement runs on no rows.
+        graph = graph | "RefinePartitions" >> RefinePartitions(n, config.refine_rounds, self._plan)
         queries = beam.pvalue.AsSingleton(
             embedded
             | "SampleRecallQueries" >> beam.FlatMap(_recall_queries, plan, config)
@@ -225,27 +208,3 @@ class KnnGraph(beam.PTransform):
         recall = exact | "RecallAtK" >> beam.Map(_recall, beam.pvalue.AsSingleton(approx), plan,
                                                  config.recall_sample)
         return {"graph": graph, "centroids": centroids, "recall": recall}
-
-
-class _RefineRound(beam.PTransform):
-    """One round of ``partitions.vote_partitions``: each document's label from its neighbours' labels."""
-
-    def __init__(self, num_shards: int, top: int, plan):
-        super().__init__()
-        self._num_shards = num_shards
-        self._top = top
-        self._plan = plan
-
-    def expand(self, graph):
-        plan = beam.pvalue.AsSingleton(self._plan)
-        active = graph | "OnlyPartitioned" >> beam.Filter(lambda _, p: p["mode"] == "partitioned", plan)
-        owned = active | "Labels" >> beam.MapTuple(lambda shard, g: (shard, Owned(g.keys, g.label)))
-        wanted = active | "WantedLabels" >> beam.Map(_wanted_labels, self._top)
-        answers = (owned, wanted) | "NeighbourLabels" >> LookupByKey(self._num_shards)
-        voted = (
-            {"graph": active, "answers": answers}
-            | "GroupAnswers" >> beam.CoGroupByKey()
-            | "Vote" >> beam.FlatMap(_vote, self._top, plan)
-        )
-        untouched = graph | "OnlyExact" >> beam.Filter(lambda _, p: p["mode"] != "partitioned", plan)
-        return (voted, untouched) | "Together" >> beam.Flatten()
