@@ -452,6 +452,8 @@ def prepare(args: argparse.Namespace) -> None:
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target / relative)
     texts = pq.read_table(args.parquet, columns=["text"]).column("text").to_pylist()
+    if args.max_chars:  # what travels is limited (64 MiB with the working tree); the embedder reads ~1,300
+        texts = [text[:args.max_chars] for text in texts]
     raw = json.dumps(texts).encode()
     filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 1 << 26}]
     Path(args.out_texts).parent.mkdir(parents=True, exist_ok=True)
@@ -602,6 +604,7 @@ def main(argv: list[str] | None = None) -> None:
     make.add_argument("--parquet", required=True, help="corpus Parquet with a text column")
     make.add_argument("--out-model", default=".device-model/minilm-fp16")
     make.add_argument("--out-texts", default=".device-data/linux-doc-texts.json.xz")
+    make.add_argument("--max-chars", type=int, help="keep only each text's first characters (a smaller file)")
     merge = commands.add_parser("report", help="merge measurements into results/embed_bench.{json,md}")
     merge.add_argument("--gpu", required=True)
     merge.add_argument("--cpu", required=True)
