@@ -250,7 +250,8 @@ def _input(manifest: Mapping[str, Any]) -> str:
     body = _facts(rows)
     files = source.get("file_list") or []
     if files:
-        body += _details(f"Input files ({len(files):,})", _table(
+        shown = f"first 200 of {len(files):,}" if len(files) > 200 else f"{len(files):,}"
+        body += _details(f"Input files ({shown})", _table(
             [(f.get("path"), f.get("format"), f.get("compression"), f.get("records"),
               _human_bytes(f["bytes"]) if isinstance(f.get("bytes"), (int, float)) else None) for f in files[:200]],
             ["path", "format", "compression", "records", "size"], css="wide", numeric=(3, 4)))

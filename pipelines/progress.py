@@ -268,6 +268,9 @@ class ProgressReporter:
         if stage is not None:
             done = f"{stage['out']:,} out" if stage["out"] else "none out yet"
             parts.append(f"stage reached: {state['stage']} ({stage['in']:,} in, {done})")
+        elif state["stage"] == WRITE:
+            handed_on = list(state["stages"].values())[-1]["out"]
+            parts.append(f"stage reached: write ({handed_on:,} documents in, writing shards)")
         else:
             parts.append(f"stage reached: {state['stage']}")
         log.info("[%6.1f s] %sprogress: %s", self.elapsed(), who, " · ".join(parts),

@@ -53,6 +53,7 @@ def test_counting_steps_pass_elements_through_and_feed_the_log_and_the_summary_t
         with progress.ProgressReporter(["dedup", "decompose"], interval=0.1) as watch:
             outcome = pipeline.run()
             outcome.wait_until_finish()
+            watch.log_progress()  # the pipeline's last state, whatever the thread's last tick saw
         table = watch.stage_table(outcome)
 
     read_row, dedup_row, decompose_row, write_row = table
@@ -71,6 +72,7 @@ def test_counting_steps_pass_elements_through_and_feed_the_log_and_the_summary_t
     starts = [m.split("] ")[1].split(":")[0] for m in messages if ": started, first" in m]
     assert starts == ["read", "dedup", "decompose", "write"]
     assert any("progress: documents read:" in m and "stage reached:" in m for m in messages)
+    assert any("stage reached: write (8 documents in, writing shards)" in m for m in messages)
     assert "pipeline finished" in messages[-1]
     # Structured fields for --log-format json travel on the records.
     events = {getattr(r, "corpusmill", {}).get("event") for r in caplog.records}
