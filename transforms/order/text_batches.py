@@ -298,6 +298,8 @@ class ProcessTokenizer:
                                          initializer=_start_worker,
                                          initargs=(tokenizer_json, max_length, prefix_chars, pad_id))
         self._finalizer = weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+        for _ in range(self.processes):  # the pool starts a worker per task queued while none is idle: all now
+            self._pool.submit(os.getpid)
 
     def encode(self, texts: Sequence[str]) -> Tokenized:
         """Token ids of each text, truncated: as ``BatchTokenizer.encode``."""
