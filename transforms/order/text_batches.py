@@ -28,6 +28,7 @@ Both give each text the ids of the whole text, truncated to ``max_length``
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import weakref
@@ -128,7 +129,7 @@ def id_matrix(ids: Sequence[Sequence[int]], max_length: int, pad_id: int) -> Tok
     lengths = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
     matrix = np.full((len(ids), max_length), pad_id, dtype=np.int32)
     if len(ids):
-        flat = np.fromiter((i for row in ids for i in row), dtype=np.int32, count=int(lengths.sum()))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
         matrix[np.arange(max_length) < lengths[:, None]] = flat  # row-major: each row's ids in order
     return matrix, lengths
 
