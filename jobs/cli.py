@@ -237,6 +237,12 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
                  extra={"corpusmill": summary_record(manifest, config.output.path)})
     elif not args.quiet:
         print(summary(manifest, config.output.path))
+    if manifest["counts"]["kept"] == 0 and manifest.get("previous"):
+        _error(args, f"WARNING: nothing new: all {manifest['counts']['input_records']:,} input records duplicate "
+                     f"documents published in {manifest['previous']['path']} or each other, or were rejected "
+                     f"(duplicates/, rejected/); a complete snapshot was published (exit status {EXIT_NOTHING_KEPT})",
+               logging.WARNING)
+        return EXIT_NOTHING_KEPT
     if manifest["counts"]["kept"] == 0:
         _error(args, f"WARNING: no document was kept: all {manifest['counts']['input_records']:,} input "
                      f"records were rejected or duplicates; the rejected rows and their reasons are in "

@@ -58,8 +58,9 @@ def _power_of_two(k: int) -> str:
     return str(n)
 
 
-def _percent(part: float, whole: float) -> str:
-    return f"{100.0 * part / whole:.1f}%" if whole else "-"
+def _percent(part: float | None, whole: float | None) -> str:
+    """A share as a percentage; "-" where there is none (no documents: the stage's rates are null)."""
+    return f"{100.0 * part / whole:.1f}%" if whole and part is not None else "-"
 
 
 def _cell(value: Any) -> str:

@@ -100,7 +100,8 @@ def test_same_input_and_config_give_byte_identical_snapshots(tmp_path):
     assert _file_digests(out) == first_files
     assert stable_view(second) == stable_view(first)
     assert json.loads((out / "manifest.json").read_text()) == second
-    assert len(first_files) == 3 * (3 + 6) and not list(out.glob("_staging-*"))  # docs, duplicates, rejected, 6 buckets
+    # docs, duplicates, rejected, index, 6 buckets
+    assert len(first_files) == 3 * (4 + 6) and not list(out.glob("_staging-*"))
 
     # Every row sits in the shard its id hashes to, sorted, and the manifest lists true hashes.
     for shard in first["outputs"]["docs"]["shards"]:

@@ -52,6 +52,9 @@ def _attach(element, placement: dict, num_shards: int):
     known = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
     if known.size != table.num_rows:
         raise RuntimeError(f"shard {shard}: {table.num_rows} documents but {known.size} positions")
+    if table.num_rows == 0:
+        # A shard whose every document an earlier stage removed (a refresh of published input).
+        return
     pos = np.concatenate([p[1] for p in parts])
     starts = np.concatenate([p[2] for p in parts])
     sorter = np.argsort(known, kind="stable")
