@@ -321,9 +321,13 @@ def _dedup(section: Mapping[str, Any]) -> str:
         rows = []
         for cluster in top:
             kinds = ", ".join(f"{n} {kind}" for kind, n in (cluster.get("by_kind") or {}).items() if n)
+            excerpt = cluster.get("excerpt", "")
+            if not excerpt and cluster.get("representative_published"):
+                excerpt = _raw("<span class='muted'>published in the previous snapshot (its text is not read "
+                               "again by a refresh)</span>")
             rows.append((cluster.get("size"), _raw(f"<code>{html.escape(str(cluster.get('representative_id')))}"
                                                      f"</code><div class='muted'>removed: {html.escape(kinds)}</div>"),
-                         cluster.get("excerpt", "")))
+                         excerpt))
         body += (f"<h3>Largest clusters</h3><p class='muted'>The {len(top)} largest of "
                  f"{clusters.get('count', len(top)):,}, with the kept document and the start of its text.</p>"
                  + _table(rows, ["size", "kept document", "excerpt"], css="wide clusters", numeric=(0,)))

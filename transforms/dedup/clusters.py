@@ -74,6 +74,7 @@ def resolve_clusters(members: dict, plan: DedupPlan) -> tuple[pa.RecordBatch, di
             "size": int(rows.size),
             "representative_id": ids[r],
             "representative_shard": int(shard_of_keys(members["uid"][r : r + 1], plan.num_shards)[0]),
+            "representative_published": bool(published[r]),
             "member_ids": member_ids[:MEMBER_IDS_LISTED],
             "by_kind": {k: int(np.sum(kind_of[rows] == k)) for k in DuplicateKind.ALL},
         })
