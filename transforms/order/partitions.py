@@ -16,17 +16,19 @@ partition q is the sum of its ``best`` (3) highest similarities among its
 neighbours now in q; the group takes the partition with the largest summed vote
 over its members, and a member moves only if that beats its own partition's
 sum (its own partition wins ties; then the smallest id). Groups vote in two
-alternating halves (by a hash of the group key): synchronous votes of
-neighbouring groups swap partitions back and forth, halves settle.
+alternating halves (by a hash of the group key; the halves take turns, one
+round each): synchronous votes of neighbouring groups swap partitions back and
+forth, halves settle.
 
 On linux-doc and html-docs with 16 forced partitions (benchmarks/order_bench.py)
 this took the loss of adjacent similarity against one partition from 5.3% /
-4.5% (3 rounds of per-document votes over the top 5 neighbours) to about 3.0% /
-2.4%; partition sizes stay within the k-means range (no size bound is applied).
+4.5% (3 rounds of per-document votes over the top 5 neighbours) to 3.2% / 2.3%
+(3 rounds; more change nothing); partition sizes stay within the k-means range
+(no size bound is applied).
 
-A half-round is local to one group, its members' neighbour lists and the
+A round is local to one group, its members' neighbour lists and the
 neighbours' current labels, so a pipeline runs it as one label lookup per
-half-round on rows co-located by group (``vote_groups`` on each batch of whole
+round on rows co-located by group (``vote_groups`` on each batch of whole
 groups); ``refine_partitions`` runs the rounds in one process as the reference.
 Votes are summed in a fixed order (members by key, lists in kNN order), so every
 runner gets the same bits.
@@ -37,23 +39,31 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from corpusmill.transforms.dedup.components import union_find_components
+from corpusmill.transforms.dedup.components import distributed_components
 from corpusmill.transforms.order.plan import unit_interval
 
 REFINE_ROUNDS = 3
 VOTE_BEST = 3
+GROUP_ROUNDS = 3
 HALF_SEED = 0x51ED
 
-__all__ = ["REFINE_ROUNDS", "VOTE_BEST", "moves_in", "nearest_neighbour_groups", "refine_partitions",
+__all__ = ["GROUP_ROUNDS", "REFINE_ROUNDS", "VOTE_BEST", "moves_in", "nearest_neighbour_groups", "refine_partitions",
            "vote_groups"]
 
 
-def nearest_neighbour_groups(keys: np.ndarray, nearest: np.ndarray) -> np.ndarray:
-    """The group of each document: the smallest key of its component in the nearest-neighbour forest.
+def nearest_neighbour_groups(keys: np.ndarray, nearest: np.ndarray, rounds: int = GROUP_ROUNDS) -> np.ndarray:
+    """The group of each document: its component in the nearest-neighbour forest, named by a key in it.
+
+    ``rounds`` large-star / small-star rounds (``dedup.components``, as the
+    pipeline's ``ConnectedComponents`` runs them): 3 rounds label the forests of
+    linux-doc and html-docs all but exactly (1,353 groups for 1,345 components);
+    a component not settled by then is split into groups of its own, each named
+    by its smallest label. A few rounds keep the pipeline's fixed cost small.
 
     Args:
         keys: int64 (n,) document keys.
         nearest: int64 (n,) each document's top-1 neighbour key (-1: none).
+        rounds: Large-star / small-star rounds.
 
     Returns:
         int64 (n,) group keys; a document without neighbours is a group of its own.
@@ -61,7 +71,7 @@ def nearest_neighbour_groups(keys: np.ndarray, nearest: np.ndarray) -> np.ndarra
     keys = np.asarray(keys, dtype=np.int64)
     nearest = np.asarray(nearest, dtype=np.int64)
     linked = nearest != -1
-    nodes, labels = union_find_components(keys[linked], nearest[linked])
+    nodes, labels, _ = distributed_components(keys[linked], nearest[linked], max_rounds=rounds)
     group = keys.copy()
     if nodes.size:
         at = np.minimum(np.searchsorted(nodes, keys), nodes.size - 1)
@@ -71,7 +81,7 @@ def nearest_neighbour_groups(keys: np.ndarray, nearest: np.ndarray) -> np.ndarra
 
 
 def moves_in(groups: np.ndarray, half_round: int) -> np.ndarray:
-    """bool (n,): whether each group may move in this half-round (alternating halves by group key)."""
+    """bool (n,): whether each group may move in this round (alternating halves by group key)."""
     half = (unit_interval(np.asarray(groups, dtype=np.int64), HALF_SEED) * 2).astype(np.int64)
     return half == half_round % 2
 
@@ -122,7 +132,7 @@ def _nb_vote_groups(order, groups, own, labels, scores, movable, num_partitions,
 
 def vote_groups(keys: np.ndarray, groups: np.ndarray, own: np.ndarray, neighbor_labels: np.ndarray,
                 scores: np.ndarray, num_partitions: int, half_round: int, best: int = VOTE_BEST) -> np.ndarray:
-    """One half-round of the group vote for a batch holding whole groups (module docstring).
+    """One round of the group vote for a batch holding whole groups (module docstring).
 
     Args:
         keys: int64 (m,) document keys (the summation order within a group).
@@ -133,11 +143,11 @@ def vote_groups(keys: np.ndarray, groups: np.ndarray, own: np.ndarray, neighbor_
             order; -1 for padding.
         scores: float32 (m, k) the neighbours' similarities, aligned.
         num_partitions: Partition ids are 0..num_partitions - 1.
-        half_round: Which half of the groups may move (``moves_in``).
+        half_round: The round: which half of the groups may move (``moves_in``).
         best: Similarities per partition that count in one document's vote.
 
     Returns:
-        int64 (m,): each document's partition after the half-round.
+        int64 (m,): each document's partition after the round.
     """
     keys = np.asarray(keys, dtype=np.int64)
     groups = np.asarray(groups, dtype=np.int64)
@@ -160,7 +170,8 @@ def refine_partitions(neighbors: np.ndarray, scores: np.ndarray, primary: np.nda
         scores: float32 (n, k) aligned.
         primary: int64 (n,) the starting partitions (``Assignment.primary``).
         num_partitions: Number of partitions.
-        rounds: Voting rounds, each two half-rounds (every group may move once per round).
+        rounds: Voting rounds (``order.knn.refine_rounds``); the groups of one half may
+            move in even rounds, the others in odd ones.
         keys: Optional int64 (n,) document keys (groups, halves and summation order;
             default: row indices).
 
@@ -176,7 +187,7 @@ def refine_partitions(neighbors: np.ndarray, scores: np.ndarray, primary: np.nda
         return labels
     nearest = np.where(neighbors[:, 0] >= 0, keys[np.maximum(neighbors[:, 0], 0)], -1)
     groups = nearest_neighbour_groups(keys, nearest)
-    for half_round in range(2 * rounds):
+    for half_round in range(rounds):
         neighbor_labels = np.where(neighbors >= 0, labels[np.maximum(neighbors, 0)], -1)
         labels = vote_groups(keys, groups, labels, neighbor_labels, scores, num_partitions, half_round)
     return labels

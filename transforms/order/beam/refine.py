@@ -5,7 +5,7 @@ the exact plan's graph passes through untouched)::
 
     graph (shard, ShardGraph) -> (key, top-1 key) edges -> ConnectedComponents -> group of each key
     graph + groups -> rows routed to their group's shard (every group whole on one worker)
-    per half-round: labels owned by key shard, looked up for each row's neighbours
+    per round: labels owned by key shard, looked up for each row's neighbours
                     (LookupByKey) -> vote_groups -> rows with new labels
     rows -> labels back to their key shards -> (shard, ShardGraph) with ``label`` set
 
@@ -25,8 +25,9 @@ from corpusmill.transforms.dedup.beam.components import ConnectedComponents
 from corpusmill.transforms.order import partitions
 from corpusmill.transforms.order.beam.lookup import LookupByKey, Owned, lookup
 
+# Only the distributed rounds run (a fixed, small number: ``partitions.GROUP_ROUNDS``); this
+# bound is not used by that mode.
 SINGLE_WORKER_MAX_EDGES = 5_000_000
-MAX_COMPONENT_ROUNDS = 12
 
 
 class GroupRows(NamedTuple):
@@ -89,13 +90,13 @@ def _owned_labels(element, num_shards: int):
         yield shard, Owned(keys, label)
 
 
-def _vote(element, plan: dict, half_round: int):
+def _vote(element, plan: dict, round_index: int):
     part, grouped = element
     answers = list(grouped["answers"])
     for rows in grouped["rows"]:
         labels = lookup(answers, rows.neighbors, missing=-1).astype(np.int64)
         yield part, rows._replace(label=partitions.vote_groups(rows.keys, rows.groups, rows.label, labels,
-                                                               rows.scores, plan["partitions"], half_round))
+                                                               rows.scores, plan["partitions"], round_index))
 
 
 def _labels_home(element, num_shards: int):
@@ -124,7 +125,7 @@ class RefinePartitions(beam.PTransform):
 
     Args:
         num_shards: Shards of the documents.
-        rounds: Rounds (``order.knn.refine_rounds``), each two half-rounds.
+        rounds: Voting rounds (``order.knn.refine_rounds``).
         plan: Singleton PCollection of ``knn_plan``'s dict (only ``partitioned`` refines).
     """
 
@@ -142,20 +143,20 @@ class RefinePartitions(beam.PTransform):
         active = graph | "OnlyPartitioned" >> beam.Filter(lambda _, p: p["mode"] == "partitioned", plan)
         untouched = graph | "OnlyExact" >> beam.Filter(lambda _, p: p["mode"] != "partitioned", plan)
         groups = (active | "NearestEdges" >> beam.FlatMap(nearest_edges)
-                  | "NearestNeighbourGroups" >> ConnectedComponents("auto", SINGLE_WORKER_MAX_EDGES, n, n,
-                                                                    MAX_COMPONENT_ROUNDS))
+                  | "NearestNeighbourGroups" >> ConnectedComponents("distributed", SINGLE_WORKER_MAX_EDGES, n, n,
+                                                                    partitions.GROUP_ROUNDS))
         rows = ({"graph": active, "groups": groups["labels"]}
                 | "JoinGroups" >> beam.CoGroupByKey()
                 | "RouteToGroups" >> beam.FlatMap(route_to_groups, n)
                 | "GroupShards" >> beam.GroupByKey()
                 | "GatherGroupRows" >> beam.Map(gather_rows))
-        for half_round in range(2 * self._rounds):
-            owned = rows | f"OwnedLabels{half_round}" >> beam.FlatMap(_owned_labels, n)
-            wanted = rows | f"WantedLabels{half_round}" >> beam.MapTuple(lambda part, r: (part, r.neighbors.ravel()))
-            answers = (owned, wanted) | f"NeighbourLabels{half_round}" >> LookupByKey(n)
+        for round_index in range(self._rounds):
+            owned = rows | f"OwnedLabels{round_index}" >> beam.FlatMap(_owned_labels, n)
+            wanted = rows | f"WantedLabels{round_index}" >> beam.MapTuple(lambda part, r: (part, r.neighbors.ravel()))
+            answers = (owned, wanted) | f"NeighbourLabels{round_index}" >> LookupByKey(n)
             rows = ({"rows": rows, "answers": answers}
-                    | f"GroupAnswers{half_round}" >> beam.CoGroupByKey()
-                    | f"Vote{half_round}" >> beam.FlatMap(_vote, plan, half_round))
+                    | f"GroupAnswers{round_index}" >> beam.CoGroupByKey()
+                    | f"Vote{round_index}" >> beam.FlatMap(_vote, plan, round_index))
         refined = ({"graph": active, "labels": rows | "LabelsHome" >> beam.FlatMap(_labels_home, n)}
                    | "JoinRefinedLabels" >> beam.CoGroupByKey()
                    | "SetLabels" >> beam.FlatMap(set_labels))
