@@ -54,11 +54,17 @@ def projection_of(pieces: Iterable[tuple[np.ndarray, np.ndarray]], dim: int) -> 
     if not pieces:
         return None
     keys = np.concatenate([p[0] for p in pieces])
-    sketches = np.concatenate([p[1] for p in pieces])
-    order = np.argsort(keys, kind="stable")
+    # Rows in key order, written once into place (the sample can be 256 MiB).
+    position = np.empty(keys.size, dtype=np.int64)
+    position[np.argsort(keys, kind="stable")] = np.arange(keys.size)
+    sketches = np.empty((keys.size, pieces[0][1].shape[1]), dtype=np.float32)
+    start = 0
+    for _, piece in pieces:
+        sketches[position[start:start + piece.shape[0]]] = piece
+        start += piece.shape[0]
     if int(np.any(sketches != 0, axis=1).sum()) < 2:
         return None
-    return Projection.fit(sketches[order], dim)
+    return Projection.fit(sketches, dim)
 
 
 def fit_lexical_embedder(texts: Sequence[str], keys: np.ndarray, config: LexicalConfig = LexicalConfig(),

@@ -17,8 +17,13 @@ eigenvectors by seeded randomised subspace iteration in float64
 (``numpy.linalg.eigh`` of the whole covariance where the sketch is narrow),
 with each component's sign fixed so that its largest-magnitude coefficient is
 positive; the same sample and seed give the same bytes with the same numpy
-and BLAS. ``fingerprint`` names the bytes, so a
-manifest records which projection made the vectors.
+and BLAS. The BLAS calls run on one thread (``threadpoolctl``): OpenBLAS's
+results depend on its thread count (on this 2-core machine a fit on 2 threads
+and one on 1 thread gave different components), so without the limit the
+embeddings would depend on the worker's core count; on a shared machine one
+thread is also the faster (the 16,384-row fit of linux-doc x4 took 13-17 s on
+1 thread and 18-21 s on 2 beside other work). ``fingerprint`` names the
+bytes, so a manifest records which projection made the vectors.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import xxhash
+from threadpoolctl import threadpool_limits
 
 __all__ = ["OVERSAMPLE", "POWER_ITERATIONS", "Projection"]
 
@@ -107,9 +113,16 @@ class Projection:
         x = np.asarray(raw_vectors, dtype=np.float32)
         if x.ndim != 2 or not 1 <= dim <= x.shape[1]:
             raise ValueError(f"dim={dim} needs 1..{x.shape[1] if x.ndim == 2 else '?'} sketch columns")
-        x = x[np.any(x != 0.0, axis=1)]
+        nonzero = np.any(x != 0.0, axis=1)
+        if not nonzero.all():  # a copy of the sample (256 MiB at 16,384 x 4096) only when needed
+            x = x[nonzero]
         if x.shape[0] < 2:
             raise ValueError("fitting a projection needs at least two sketches with words")
+        with threadpool_limits(limits=1, user_api="blas"):
+            return cls._fit(x, dim, seed)
+
+    @classmethod
+    def _fit(cls, x: np.ndarray, dim: int, seed: int) -> "Projection":
         mean = x.mean(axis=0, dtype=np.float64)
         # The sketches are float32 already: centring and the covariance product
         # in float32 take half the memory (256 MiB at 16,384 x 4096) and half the

@@ -358,6 +358,21 @@ def test_projection_fit_is_deterministic_orthonormal_and_signed(texts, small_pro
     assert Projection.fit(with_zeros, SMALL.dim).fingerprint == first.fingerprint
 
 
+@pytest.mark.slow
+def test_projection_fit_does_not_depend_on_the_blas_thread_count():
+    # At the stage's sample size OpenBLAS gives other bits on 2 threads than on 1
+    # (reproduced on a 2-core machine); the fit pins BLAS to one thread.
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((16384, 4096)) * rng.random(4096) ** 3).astype(np.float32)
+    fingerprints = set()
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            fingerprints.add(Projection.fit(x, 256).fingerprint)
+    assert len(fingerprints) == 1
+
+
 def test_randomised_fit_finds_the_exact_top_components(texts, small_projected):
     raw = small_projected.raw(texts)
     randomised = Projection.fit(raw, SMALL.dim)

@@ -141,6 +141,11 @@ class _EmbedShardDoFn(beam.DoFn):
                                    lengths.astype(np.int64), stamps.astype(np.int64), text_hashes)
 
 
+def _fit_projection(element, dim: int):
+    _, pieces = element
+    return projection_of(pieces, dim)
+
+
 def _frequencies(element, lexical: LexicalConfig):
     _, table = element
     if table.num_rows:
@@ -179,21 +184,27 @@ class EmbedDocuments(beam.PTransform):
                 | "MergeDocumentFrequencies" >> beam.CombineGlobally(_FrequenciesCombineFn())
                 | "InverseDocumentFrequencies" >> beam.Map(idf_of, self._lexical)
             )
+            # One GroupByKey, not a ToList combine: the sample's sketches (up to 16,384 x 4096
+            # float32, 256 MiB) are then encoded once on their way to the fit, not twice
+            # (accumulator, then the gathered list).
             projection = (
                 shards
                 | "SketchSample" >> beam.FlatMap(_sketches, beam.pvalue.AsSingleton(idf),
                                                  beam.pvalue.AsSingleton(self._documents), self._lexical,
                                                  self._config.projection_sample)
-                | "GatherSketches" >> beam.combiners.ToList()
-                | "FitProjection" >> beam.Map(projection_of, self._lexical.dim)
+                | "KeySketches" >> beam.Map(lambda piece: (0, piece))
+                | "GatherSketches" >> beam.GroupByKey()
+                | "FitProjection" >> beam.Map(_fit_projection, self._lexical.dim)
             )
+            projection_side = beam.pvalue.AsSingleton(projection, default_value=None)
         else:
             idf = projection = shards.pipeline | "NoIdf" >> beam.Create([None])
+            projection_side = beam.pvalue.AsSingleton(projection)
         inputs = shards
         if self._reuse is not None:
             stored = shards.pipeline | "StoredEmbeddings" >> StoredEmbeddings(self._reuse, self._num_shards)
             inputs = {"docs": shards, "stored": stored} | "JoinStoredEmbeddings" >> beam.CoGroupByKey()
         embedded = inputs | "Embed" >> beam.ParDo(
             _EmbedShardDoFn(self._config, self._lexical, shared.Shared()), beam.pvalue.AsSingleton(idf),
-            beam.pvalue.AsSingleton(projection)).with_outputs("info", main="embedded")
+            projection_side).with_outputs("info", main="embedded")
         return embedded.embedded, embedded.info
