@@ -366,10 +366,18 @@ def _refresh(manifest: Mapping[str, Any]) -> str:
         body += _table(_flatten(section), ["key", "value"], css="wide keyvalue")
     lineage = manifest.get("lineage")
     if isinstance(lineage, list) and lineage:
-        rows = [tuple(_cell(v) if not isinstance(v, (Mapping, list)) else f"{len(v):,} entries"
-                      for v in entry.values()) if isinstance(entry, Mapping) else (entry,) for entry in lineage]
-        header = list(lineage[0].keys()) if isinstance(lineage[0], Mapping) else ["snapshot"]
-        body += "<h3>Lineage</h3>" + _table(rows, header, css="wide")
+        rows = []
+        for entry in lineage:
+            entry = entry if isinstance(entry, Mapping) else {"path": entry}
+            digest = str(entry.get("manifest_sha256") or "")
+            rows.append((_raw(f"<code>{html.escape(str(entry.get('path', '')))}</code>"), entry.get("created_at", ""),
+                         entry.get("documents", ""), f"{len(entry.get('docs') or []):,}",
+                         _raw(f"<code title='{html.escape(digest)}'>{html.escape(digest[:12])}…</code>") if digest else ""))
+        body += ("<h3>Lineage</h3><p class='muted'>Every snapshot of the chain, oldest first; a trainer reads "
+                 "each one's <code>docs/</code> shards (listed in this manifest's <code>lineage</code>) and this "
+                 "snapshot's.</p>"
+                 + _table(rows, ["snapshot", "created", "documents", "docs/ shards", "manifest sha256"],
+                          css="wide", numeric=(2, 3)))
     return _section("refresh", "Refresh: duplicates against the previous snapshot", body)
 
 
