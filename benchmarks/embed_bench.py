@@ -341,7 +341,9 @@ class Measurement:
             tokenizer.close()
         # The GIL-free part alone: the Rust encoder on cut texts with the library's pool, no ids taken out.
         cut_windows = [[self.transformer.whitespace_prefix(t, self.prefix_chars) for t in w] for w in windows]
-        rust = self.transformer.BatchTokenizer(backend, MAX_SEQ_LENGTH, 1)._tokenizer
+        from corpusmill.transforms.order.text_batches import truncating_tokenizer
+
+        rust = truncating_tokenizer(backend.to_str(), MAX_SEQ_LENGTH)
         with parallelism_env("true"):
             self.record(self.results["tokenize"], "Rust encode_batch_fast alone, cut texts, library pool",
                         "tokenize: Rust alone, cut texts", lambda: [rust.encode_batch_fast(w) for w in cut_windows],

@@ -29,6 +29,7 @@ Both give each text the ids of the whole text, truncated to ``max_length``
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing
 import os
 import weakref
@@ -187,6 +188,41 @@ def _fast_encode(tokenizer: Any) -> Callable[[list[str]], Any]:
     return getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
 
 
+def batch_encoder(tokenizer_json: str, max_length: int) -> Callable[[list[str]], list[Any]]:
+    """A truncating tokenizer's batch encode (encodings in input order), with a faster path for ASCII texts.
+
+    A ``BertNormalizer`` that lower-cases also strips accents (Unicode NFD, then
+    dropping combining marks), and that is about a quarter of WordPiece
+    tokenizing time (all-MiniLM-L6-v2 on linux-doc). On an ASCII text (CPython
+    knows in O(1): ``str.isascii``) NFD and accent stripping change nothing and
+    lower-casing is ``str.lower``, so such texts are lower-cased here and encoded
+    by a copy of the tokenizer that neither lower-cases nor strips accents: the
+    same ids. Other texts, and other tokenizers, take the tokenizer as it is.
+    """
+    encode = _fast_encode(truncating_tokenizer(tokenizer_json, max_length))
+    spec = json.loads(tokenizer_json)
+    normalizer = spec.get("normalizer") or {}
+    if normalizer.get("type") != "BertNormalizer" or not normalizer.get("lowercase"):
+        return encode
+    spec["normalizer"] = {**normalizer, "lowercase": False, "strip_accents": False}
+    encode_lowered_ascii = _fast_encode(truncating_tokenizer(json.dumps(spec), max_length))
+
+    def encode_batch(texts: list[str]) -> list[Any]:
+        ascii_rows = [k for k, text in enumerate(texts) if text.isascii()]
+        if len(ascii_rows) == len(texts):
+            return encode_lowered_ascii([text.lower() for text in texts])
+        encodings: list[Any] = [None] * len(texts)
+        if ascii_rows:
+            for k, encoding in zip(ascii_rows, encode_lowered_ascii([texts[k].lower() for k in ascii_rows])):
+                encodings[k] = encoding
+        other_rows = [k for k, text in enumerate(texts) if not text.isascii()]
+        for k, encoding in zip(other_rows, encode([texts[k] for k in other_rows])):
+            encodings[k] = encoding
+        return encodings
+
+    return encode_batch
+
+
 # --- Tokenizing on threads of this process ------------------------------------------------
 
 
@@ -205,8 +241,7 @@ class BatchTokenizer:
             prefix_chars: Characters tokenized first; 0 tokenizes whole texts.
             pad_id: What pads the id matrix's rows.
         """
-        self._tokenizer = truncating_tokenizer(tokenizer.to_str(), max_length)
-        self._encode_batch = _fast_encode(self._tokenizer)
+        self._encode_batch = batch_encoder(tokenizer.to_str(), max_length)
         self.max_length = max_length
         self.prefix_chars = prefix_chars
         self.pad_id = pad_id
@@ -258,8 +293,7 @@ _worker: dict[str, Any] = {}
 def _start_worker(tokenizer_json: str, max_length: int, prefix_chars: int, pad_id: int) -> None:
     """A worker's initializer: one truncating tokenizer, encoding on this process's one thread."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # shards are the parallelism; a pool per worker oversubscribes
-    tokenizer = truncating_tokenizer(tokenizer_json, max_length)
-    _worker.update(tokenizer=tokenizer, encode_batch=_fast_encode(tokenizer), max_length=max_length,
+    _worker.update(encode_batch=batch_encoder(tokenizer_json, max_length), max_length=max_length,
                    prefix_chars=prefix_chars, pad_id=pad_id)
 
 
@@ -288,7 +322,7 @@ class ProcessTokenizer:
             pad_id: What pads the id matrix's rows.
         """
         tokenizer_json = tokenizer.to_str()
-        self._tokenizer = truncating_tokenizer(tokenizer_json, max_length)  # for texts a worker could not finish
+        self._encode_batch = batch_encoder(tokenizer_json, max_length)  # for texts a worker could not finish
         self.max_length = max_length
         self.prefix_chars = prefix_chars
         self.pad_id = pad_id
@@ -340,6 +374,6 @@ class ProcessTokenizer:
         redo = np.flatnonzero(unfinished)
         if not len(redo):
             return
-        ids, _ = truncated_ids(_fast_encode(self._tokenizer), [texts[k] for k in redo], self.max_length,
+        ids, _ = truncated_ids(self._encode_batch, [texts[k] for k in redo], self.max_length,
                                self.prefix_chars)
         matrix[redo], lengths[redo] = id_matrix(ids, self.max_length, self.pad_id)

@@ -105,6 +105,28 @@ def check_ids(got, texts, reference, pad_id=0):
     assert max(lengths) == 128  # long texts were truncated, special tokens included
 
 
+def test_batch_encoder_gives_the_tokenizers_ids_on_ascii_and_other_texts(reference_tokenizer, doc_texts):
+    """ASCII texts go through the lower-cased path without NFD; accented and other texts through the tokenizer."""
+    from corpusmill.transforms.order.text_batches import batch_encoder
+
+    texts = [*doc_texts[:4], "Ünïcödé CAFÉ Straße İstanbul ǅ", "MiXeD Case ASCII, with\ttabs\x07 and CONTROL",
+             "naïve résumé", "", "UPPER 漢字 ONLY"]
+    for order in (texts, texts[::-1], [t for t in texts if t.isascii()]):
+        got = [encoding.ids for encoding in batch_encoder(reference_tokenizer.to_str(), 128)(order)]
+        assert got == [reference_tokenizer.encode(t).ids for t in order]
+
+
+def test_batch_encoder_leaves_other_normalizers_alone(reference_tokenizer):
+    import json
+
+    from corpusmill.transforms.order.text_batches import batch_encoder
+
+    spec = json.loads(reference_tokenizer.to_str())
+    spec["normalizer"] = {"type": "Lowercase"}
+    encode = batch_encoder(json.dumps(spec), 128)
+    assert not hasattr(encode, "__closure__") or encode.__name__ != "encode_batch"
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("parallelism", ["true", "false"])
 @pytest.mark.parametrize("prefix_chars", [0, 40, 600])
