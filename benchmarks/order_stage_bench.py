@@ -126,12 +126,24 @@ def run_kernels(corpus: Path) -> dict:
     return {"seconds": seconds, "documents": len(ids), "contexts": contexts.num_rows}
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _child(args) -> None:
     corpus = Path(args.corpus)
+    started = _cpu_seconds()
     if args.contender == "kernels":
         result = run_kernels(corpus)
     else:
         result = run_stage(corpus, Path(args.out), args.shards, order=args.contender == "stage")
+    # CPU seconds of the whole child (its worker processes included once they were waited
+    # for), from the start of the contender: less sensitive than wall time to other work on
+    # a shared machine, though it counts every thread of both.
+    result["cpu_seconds"] = _cpu_seconds() - started
     print(json.dumps(result))
 
 
@@ -161,17 +173,20 @@ def main() -> None:
             runs[contender].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(contender, runs[contender][-1], flush=True)
     medians = {name: statistics.median(r["seconds"] for r in results) for name, results in runs.items()}
+    cpu_medians = {name: statistics.median(r["cpu_seconds"] for r in results) for name, results in runs.items()}
     result = {
         "benchmark": "order_stage_bench", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)", "corpus": str(corpus),
         "copies": args.copies, "shards": args.shards, "repeats": args.repeats, "runs": runs,
         "median_seconds": medians, "stage_over_kernels": medians["stage"] / medians["kernels"],
+        "median_cpu_seconds": cpu_medians, "stage_over_kernels_cpu": cpu_medians["stage"] / cpu_medians["kernels"],
+        "load_average_at_end": list(os.getloadavg()),
         "order_steps_over_kernels": (medians["stage"] - medians["base"]) / medians["kernels"],
         "target": "stage <= 2x kernels",
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("median_seconds", "stage_over_kernels", "order_steps_over_kernels")},
-                     indent=2))
+    print(json.dumps({k: result[k] for k in ("median_seconds", "stage_over_kernels", "order_steps_over_kernels",
+                                             "median_cpu_seconds", "stage_over_kernels_cpu")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Data flow (shards are contiguous ranges of the order)::
                           -> pack_shard -> whole contexts (shard, table)
                                          + head/tail fragments keyed by context
     fragments -> GroupByKey context -> assemble_context -> (shard of its first token, row)
-    whole + assembled -> GroupByKey shard -> contexts/ (rows by context index)
+    whole (each on its shard) + assembled (a side input: one per shard border at most)
+          -> contexts/ (rows by context index)
 
 Only the corpus's last context is short (padded with end-of-text); every
 document appears once, cut into pieces at context borders (see
@@ -107,9 +108,11 @@ def _assemble(element, totals: dict, length: int):
     return owner, assemble_context(context, [f for _, f in pieces], length, eot, stream_total)
 
 
-def _concat(element):
-    shard, tables = element
-    return shard, pa.concat_tables(list(tables))
+def _with_assembled(element, assembled: list):
+    """A shard's whole contexts and the assembled ones it owns (the writer sorts them by index)."""
+    shard, table = element
+    owned = [t for owner, t in assembled if owner == shard]
+    return shard, pa.concat_tables([table, *owned]) if owned else table
 
 
 def _stats(tables: list[dict], documents: int) -> dict:
@@ -156,12 +159,10 @@ class PackContexts(beam.PTransform):
         assembled = (packed.fragments
                      | "GroupFragments" >> beam.GroupByKey()
                      | "AssembleContexts" >> beam.Map(_assemble, totals, config.length))
-        contexts = (
-            (packed.whole, assembled) | "AllContexts" >> beam.Flatten()
-            | "Typed" >> beam.Map(lambda e: e).with_output_types(typing.Tuple[int, pa.Table])
-            | "GroupContextShards" >> beam.GroupByKey()
-            | "ConcatContexts" >> beam.Map(_concat)
-        )
+        # The whole contexts stay on their shard (no shuffle of the token tables); the few
+        # assembled across a shard border (at most one per border) join them as a side input.
+        contexts = packed.whole | "WithAssembledContexts" >> beam.Map(
+            _with_assembled, beam.pvalue.AsList(assembled)).with_output_types(typing.Tuple[int, pa.Table])
         written = contexts | "WriteContexts" >> WriteShards(contexts_spec(config), self._staging_dir,
                                                             self._num_shards, self._parquet)
         stats = (contexts | "ContextStats" >> beam.Map(_table_stats)
