@@ -515,7 +515,8 @@ def markdown(gpu: dict, cpu: dict, accuracy: dict | None, verdict: dict, args: a
         f"* Best end to end through `SentenceTransformerEmbedder` on the GPU: **{verdict['best_embedder_docs_per_s']:,.0f} "
         f"docs/s** (batch {verdict['best_embedder_batch_size']}); target {TARGET_DOCS_PER_S:,}: "
         f"{'reached' if verdict['docs_per_s_reached'] else 'NOT reached'}.",
-        f"* Model alone on encode's pre-tokenized batches: {verdict['best_model_only_docs_per_s']:,.0f} docs/s; "
+        f"* Model alone, the faster of its figures ({verdict['best_model_only'].replace('_', ' ')}, pre-tokenized, "
+        f"on the device): {verdict['best_model_only_docs_per_s']:,.0f} docs/s; "
         f"end to end / model alone = **{verdict['ratio_to_model_only']:.2f}** (target {TARGET_RATIO}: "
         f"{'reached' if verdict['ratio_reached'] else 'NOT reached'}); against the issue's model-alone figure "
         f"({ISSUE_MODEL_ONLY_DOCS_PER_S:,} docs/s) it is {verdict['ratio_to_issue_model_only']:.2f}.",
@@ -532,18 +533,20 @@ def markdown(gpu: dict, cpu: dict, accuracy: dict | None, verdict: dict, args: a
         *rate_rows(gpu["model_only"]["embedder_batches"], "model alone, the embedder's batches on the device"),
         *rate_rows(gpu["tokenize"], "tokenizing alone"),
         *rate_rows(gpu.get("host_only", {}), "the embedder's producer alone (tokenize, pad, pin; no model)"),
-        *rate_rows(gpu["embedder"], "**`SentenceTransformerEmbedder.embed`**, all cores tokenizing"),
+        *rate_rows(gpu["embedder"], f"**`SentenceTransformerEmbedder.embed`**, "
+                                    f"{gpu.get('tokenizer_processes', '?')} tokenizer processes (the default)"),
         *rate_rows(gpu["embedder_threads"], f"`SentenceTransformerEmbedder.embed`, batch {threads_batch}, "
-                                            "other tokenizer threads / library pool on"), "",
+                                            "tokenizing on threads (the path before) / other worker counts"), "",
         "*model alone* is the forward pass (Transformer, mean pooling, Normalize) over batches tokenized beforehand "
         "and copied to the GPU, synchronised once at the end. *encode's batches* are what encode forms (texts sorted "
         "by characters, padded to the longest); *the embedder's batches* are its own (texts cut at 5 characters "
         "per token, a cut that falls short tokenized again twice as long; sorted by tokens in windows of 4,096, "
         "padded to a multiple of 8). Tokenizing: `preprocess` is encode's tokenizer call on whole texts, one "
-        "thread; `BatchTokenizer` is the embedder's, cutting as above, in windows of 4,096, with "
-        "TOKENIZERS_PARALLELISM=false as the embedder runs it; *Rust alone* is the library's `encode_batch_fast` "
-        "with its own pool on texts cut beforehand, taking no ids out (no GIL work). *The embedder's producer "
-        "alone* is its host side (tokenize, pad, pin) with no model.", "",
+        "thread; `BatchTokenizer` is the embedder's threaded tokenizer, `ProcessTokenizer` its worker-process one "
+        "(the cuda default), both cutting as above, in windows of 4,096, with TOKENIZERS_PARALLELISM=false; "
+        "*Rust alone* is the library's `encode_batch_fast` with its own pool on texts cut beforehand, taking no "
+        "ids out (no GIL work) and without the ASCII path. *The embedder's producer alone* is its host side "
+        "(tokenize, pad, pin) with no model.", "",
     ]
     if gpu.get("skipped"):
         lines += [f"Skipped for the time budget: {', '.join(gpu['skipped'])}.", ""]
