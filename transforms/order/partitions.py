@@ -20,6 +20,17 @@ alternating halves (by a hash of the group key; the halves take turns, one
 round each): synchronous votes of neighbouring groups swap partitions back and
 forth, halves settle.
 
+Where the loss against one partition comes from (linux-doc / html-docs, 16
+partitions, nprobe 3, the yardstick of benchmarks/order_bench.py): the 15
+junctions between partitions hold < 0.1% of the adjacent similarity (their
+ends are each partition's leftovers; orienting each partition's path to its
+neighbours or ordering partitions by inter-partition edge weight moved the
+total by <= 0.02 points, so neither is done); the partitioned graph itself
+costs 2.0% / 0.4% (one traversal over the whole partitioned graph: the edges it
+misses join documents far from every centroid, which share no probed
+partition; nprobe 4 leaves 1.5% / 0.4%); the rest is the edges the traversal
+partitions cut.
+
 On linux-doc and html-docs with 16 forced partitions (benchmarks/order_bench.py)
 this took the loss of adjacent similarity against one partition from 5.3% /
 4.5% (3 rounds of per-document votes over the top 5 neighbours) to 3.2% / 2.3%

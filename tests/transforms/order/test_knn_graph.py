@@ -205,17 +205,33 @@ def test_centroids_and_partitioned_graph_are_deterministic():
 def test_partitioned_recall_on_clustered_data():
     x = clustered()
     exact, _ = knn_graph.exact_knn(x, 10)
-    recall = {nprobe: knn_graph.recall_at_k(knn_graph.partitioned_knn(x, 10, 16, nprobe, seed=0).neighbors, exact)
-              for nprobe in (1, 2, 3)}
+    recall = {nprobe: knn_graph.recall_at_k(
+        knn_graph.partitioned_knn(x, 10, 16, nprobe, seed=0, far_quantile=None).neighbors, exact)
+        for nprobe in (1, 2, 3)}
     # One probe misses neighbours across partition borders; two find nearly all.
     assert recall[1] < 0.97
     assert recall[2] >= 0.95
     assert recall[3] >= recall[2]
+    # Extra probes for the documents far from every centroid find more of what one probe misses.
+    with_far = knn_graph.recall_at_k(knn_graph.partitioned_knn(x, 10, 16, 1, seed=0).neighbors, exact)
+    assert with_far > recall[1]
+
+
+def test_far_documents_probe_more_partitions():
+    x = clustered(2000, d=32, seed=9)
+    centroids = knn_graph.train_centroids(x, 8, seed=0)
+    far = knn_graph.far_threshold(x, centroids, 0.25)
+    assignment = knn_graph.assign(x, centroids, 2, far, far_extra=3)
+    nearest = (x @ centroids.T).max(axis=1)
+    probed = (assignment.probes >= 0).sum(axis=1)
+    assert set(probed[nearest <= far - 1e-4]) == {5} and set(probed[nearest > far + 1e-4]) == {2}
+    assert 0.2 < np.mean(probed == 5) < 0.3
+    np.testing.assert_array_equal(assignment.probes[:, :2], knn_graph.assign(x, centroids, 2).probes)
 
 
 def test_each_document_is_searched_in_its_primary_partition():
     x = clustered(2000, d=32, seed=9)
-    built = knn_graph.partitioned_knn(x, 5, 8, 1, seed=1)
+    built = knn_graph.partitioned_knn(x, 5, 8, 1, seed=1, far_quantile=None)
     np.testing.assert_array_equal(built.assignment.primary, built.assignment.probes[:, 0])
     # With nprobe 1 every neighbour shares the document's primary partition.
     valid = built.neighbors >= 0

@@ -2,9 +2,11 @@
 
 Data flow (``plan`` is ``order.plan.knn_plan`` of the document count, a side input)::
 
-    embedded (shard, EmbeddedShard) -> sample by key -> train_centroids (one worker; partitioned only)
+    embedded (shard, EmbeddedShard) -> sample by key -> train_centroids and far_threshold
+                                                         (one worker; partitioned only)
     embedded + centroids -> (partition, members) for each of a document's nprobe
-                            partitions (exact: one partition 0 of every document)
+                            partitions, a few more if it is far from every centroid
+                            (exact: one partition 0 of every document)
              -> GroupByKey partition -> partition_knn -> candidates keyed by owner shard
     embedded + candidates -> CoGroupByKey shard -> merge_topk -> (shard, ShardGraph)
     ShardGraph -> RefinePartitions (group votes over the merged graph, ``beam.refine``)
@@ -68,17 +70,20 @@ def _train(pieces: list, plan: dict, seed: int):
     if keys.size < plan["partitions"]:
         raise ValueError(f"{keys.size} sampled documents cannot train {plan['partitions']} centroids; "
                          "raise order.knn.train_per_partition")
-    return knn_graph.train_centroids(vectors[by_key], plan["partitions"], seed)
+    centroids = knn_graph.train_centroids(vectors[by_key], plan["partitions"], seed)
+    return centroids, knn_graph.far_threshold(vectors[by_key], centroids)
 
 
-def _route_to_partitions(element, plan: dict, centroids):
+def _route_to_partitions(element, plan: dict, trained):
     _, shard = element
     if plan["mode"] != "partitioned":
         yield 0, (shard.keys, shard.vectors)
         return
-    probes = knn_graph.assign(shard.vectors, centroids, plan["nprobe"]).probes
+    centroids, far = trained
+    probes = knn_graph.assign(shard.vectors, centroids, plan["nprobe"], far).probes
     rows = np.repeat(np.arange(shard.keys.size), probes.shape[1])
-    for p, (members,) in split_by(probes.ravel(), rows):
+    probed = probes.ravel() != -1
+    for p, (members,) in split_by(probes.ravel()[probed], rows[probed]):
         members = np.unique(members)
         yield int(p), (shard.keys[members], shard.vectors[members])
 
@@ -177,15 +182,16 @@ class KnnGraph(beam.PTransform):
     def expand(self, embedded):
         config, n = self._config, self._num_shards
         plan = beam.pvalue.AsSingleton(self._plan)
-        centroids = (
+        trained = (
             embedded
             | "SampleForCentroids" >> beam.FlatMap(_sample, plan, config)
             | "GatherCentroidSample" >> beam.combiners.ToList()
             | "TrainCentroids" >> beam.Map(_train, plan, config.seed)
         )
+        centroids = trained | "Centroids" >> beam.Map(lambda t: None if t is None else t[0])
         candidates = (
             embedded
-            | "RouteToPartitions" >> beam.FlatMap(_route_to_partitions, plan, beam.pvalue.AsSingleton(centroids))
+            | "RouteToPartitions" >> beam.FlatMap(_route_to_partitions, plan, beam.pvalue.AsSingleton(trained))
             | "GroupPartitions" >> beam.GroupByKey()
             | "PartitionKnn" >> beam.FlatMap(_partition_knn, config.k, n)
         )
