@@ -284,15 +284,23 @@ def _group_of(pid: str) -> int | None:
 # started) written to argv[1] as it leaves: the job's critical path when a child has a core of
 # its own, and far less sensitive than wall time to other work on a shared machine.
 JOB_CPU_WRAPPER = r"""
-import resource, sys
+import json, resource, sys
 record, sys.argv = sys.argv[1], ["corpusmill", *sys.argv[2:]]
+children = []
+try:  # how long the job waited for a warm-up child (revisions that have one)
+    from corpusmill.transforms import warmup
+    original_start = warmup.start
+    warmup.start = lambda *args, **kwargs: children.append(original_start(*args, **kwargs)) or children[-1]
+except ImportError:
+    pass
 from corpusmill.jobs.cli import console_main
 try:
     console_main()
 finally:
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    waited = [child.waited_s for child in children if child is not None]
     with open(record, "w") as handle:
-        handle.write(str(usage.ru_utime + usage.ru_stime))
+        json.dump({"cpu_s": usage.ru_utime + usage.ru_stime, "waited_s": sum(waited) if waited else None}, handle)
 """
 
 
@@ -309,8 +317,10 @@ def timed_run(venv: Path, env: dict[str, str], out: Path, cwd: Path) -> dict[str
         raise RuntimeError(f"corpusmill run failed ({code}):\n{(cwd / 'run.log').read_text()[-3000:]}")
     digest = outputs_digest(out)
     shutil.rmtree(out, ignore_errors=True)
-    return {"wall_s": round(wall, 2), "job_cpu_s": round(float(record.read_text()), 2), "load_before": load_before,
-            "outputs_digest": digest, "processes_left_behind": left}
+    job = json.loads(record.read_text())
+    return {"wall_s": round(wall, 2), "job_cpu_s": round(job["cpu_s"], 2),
+            "job_waited_for_warmup_s": None if job["waited_s"] is None else round(job["waited_s"], 2),
+            "load_before": load_before, "outputs_digest": digest, "processes_left_behind": left}
 
 
 def outputs_digest(snapshot: Path) -> str:
@@ -417,6 +427,9 @@ def markdown_section(label: str, result: dict[str, Any]) -> list[str]:
         f"Processes left behind by a run: {summary['processes_left_behind']}.",
         "",
     ]
+    waits = [run.get("job_waited_for_warmup_s") for run in result["cold"]]
+    if any(wait is not None for wait in waits):
+        lines += [f"The job waited for the warm-up child, per cold run: {', '.join(f'{w} s' for w in waits)}.", ""]
     if result.get("note"):
         lines += [result["note"], ""]
     for name in ("cold", "warm"):
@@ -484,7 +497,8 @@ def measure(installs: list[dict[str, Any]], cycles: int, warm_runs: int, profile
                 kind = "cold" if index == 0 else "warm"
                 runs[which][kind].append({"cycle": cycle, "index": index, **run})
                 print(f"{installs[which]['source'][:12]} cycle {cycle} {kind} {run['wall_s']} s wall {run['cpu_s']} s "
-                      f"cpu (load {run['load_before']})", flush=True)
+                      f"cpu, job {run['job_cpu_s']} s cpu, waited {run['job_waited_for_warmup_s']} s "
+                      f"(load {run['load_before']})", flush=True)
     if profile_runs:
         for which, installed in enumerate(installs):
             numba_cache, scratch = installed["home"] / "numba-cache", installed["home"] / "runs"
