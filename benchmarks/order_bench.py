@@ -409,6 +409,13 @@ def machine_info(threads: int) -> dict[str, Any]:
             "faiss_threads": threads, "git": head, "load_average_at_start": list(os.getloadavg())}
 
 
+def _partitioning_settings() -> dict[str, Any]:
+    from corpusmill.transforms.order import knn_graph, partitions
+
+    return {"far_quantile": knn_graph.FAR_QUANTILE, "far_extra_probes": knn_graph.FAR_EXTRA_PROBES,
+            "refine": f"{partitions.REFINE_ROUNDS} rounds of group votes (partitions.refine_partitions)"}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -437,7 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  else ensure_snapshots(args.data))
     report: dict[str, Any] = {"machine": machine_info(args.threads), "repeats": args.repeats, "k": K,
                               "nprobe": NPROBE, "partitions": args.partitions,
-                              "projection_sample": PROJECTION_SAMPLE, "targets": TARGETS, "corpora": {}}
+                              "projection_sample": PROJECTION_SAMPLE, "targets": TARGETS, "corpora": {},
+                              **_partitioning_settings()}
     for name in args.corpora:
         ids, texts = read_kept(snapshots[name])
         print(f"{name}: {len(texts):,} documents", flush=True)

@@ -72,7 +72,12 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{machine['load_average_at_start'][0]:.1f} at start, {machine['load_average_at_end'][0]:.1f} at end; "
         f"Python {machine['python']}, numpy {machine['numpy']}, numba {machine['numba']}, faiss {machine['faiss']} "
         f"on {machine['faiss_threads']} thread(s), BLAS on 1, scikit-learn {machine['sklearn']}). k = {report['k']}, "
-        f"nprobe = {report['nprobe']}, {report['partitions']} forced partitions, projection fitted on up to "
+        f"nprobe = {report['nprobe']}" + (
+            f" (documents far from every centroid, the farthest {report['far_quantile']:.0%} of the training "
+            f"sample by nearest-centroid cosine, probe {report['far_extra_probes']} more)"
+            if report.get("far_quantile") is not None else "")
+        + f", {report['partitions']} forced partitions, traversal partitions refined by "
+        f"{report.get('refine', 'neighbour votes')}, projection fitted on up to "
         f"{report['projection_sample']:,} documents. Times are medians of {report['repeats']} runs.",
         "",
         "Corpora after `corpusmill run` dedup (decompose off): "
@@ -152,7 +157,9 @@ def markdown_report(report: dict[str, Any]) -> str:
                 "",
                 f"Partitioned graph against nprobe at 1x ({name}, {report['partitions']} partitions): recall@10 "
                 "against exact search, build time, and the `improved` order's loss of yardstick adjacent cosine "
-                "against one partition.",
+                "against one partition"
+                + (f" (far documents probe {report['far_extra_probes']} more at every nprobe)."
+                   if report.get("far_quantile") is not None else "."),
                 "",
                 "| nprobe | recall@10 | partitioned kNN s | improved loss vs one partition |",
                 "|---:|---:|---:|---:|",
