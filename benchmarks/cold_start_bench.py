@@ -293,6 +293,17 @@ try:  # how long the job waited for a warm-up child (revisions that have one)
     warmup.start = lambda *args, **kwargs: children.append(original_start(*args, **kwargs)) or children[-1]
 except ImportError:
     pass
+from numba.core import event
+compiled = []
+
+class Compiles(event.Listener):  # what this process compiled itself (a warm-up child's kernels are loads)
+    def on_start(self, ev):
+        pass
+
+    def on_end(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__module__)
+
+event.register("numba:compile", Compiles())
 from corpusmill.jobs.cli import console_main
 try:
     console_main()
@@ -300,7 +311,9 @@ finally:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     waited = [child.waited_s for child in children if child is not None]
     with open(record, "w") as handle:
-        json.dump({"cpu_s": usage.ru_utime + usage.ru_stime, "waited_s": sum(waited) if waited else None}, handle)
+        json.dump({"cpu_s": usage.ru_utime + usage.ru_stime, "waited_s": sum(waited) if waited else None,
+                   "order_compiles": sum(name.startswith("corpusmill.transforms.order.") for name in compiled)},
+                  handle)
 """
 
 
@@ -320,6 +333,7 @@ def timed_run(venv: Path, env: dict[str, str], out: Path, cwd: Path) -> dict[str
     job = json.loads(record.read_text())
     return {"wall_s": round(wall, 2), "job_cpu_s": round(job["cpu_s"], 2),
             "job_waited_for_warmup_s": None if job["waited_s"] is None else round(job["waited_s"], 2),
+            "job_compiled_order_kernels": job["order_compiles"],
             "load_before": load_before, "outputs_digest": digest, "processes_left_behind": left}
 
 
@@ -429,7 +443,9 @@ def markdown_section(label: str, result: dict[str, Any]) -> list[str]:
     ]
     waits = [run.get("job_waited_for_warmup_s") for run in result["cold"]]
     if any(wait is not None for wait in waits):
-        lines += [f"The job waited for the warm-up child, per cold run: {', '.join(f'{w} s' for w in waits)}.", ""]
+        lines += [f"The job waited for the warm-up child, per cold run: {', '.join(f'{w} s' for w in waits)}; "
+                  "order-stage kernel signatures it compiled itself: "
+                  f"{', '.join(str(run.get('job_compiled_order_kernels')) for run in result['cold'])}.", ""]
     if result.get("note"):
         lines += [result["note"], ""]
     for name in ("cold", "warm"):
@@ -497,7 +513,8 @@ def measure(installs: list[dict[str, Any]], cycles: int, warm_runs: int, profile
                 kind = "cold" if index == 0 else "warm"
                 runs[which][kind].append({"cycle": cycle, "index": index, **run})
                 print(f"{installs[which]['source'][:12]} cycle {cycle} {kind} {run['wall_s']} s wall {run['cpu_s']} s "
-                      f"cpu, job {run['job_cpu_s']} s cpu, waited {run['job_waited_for_warmup_s']} s "
+                      f"cpu, job {run['job_cpu_s']} s cpu, waited {run['job_waited_for_warmup_s']} s, "
+                      f"compiled {run['job_compiled_order_kernels']} order kernels "
                       f"(load {run['load_before']})", flush=True)
     if profile_runs:
         for which, installed in enumerate(installs):
