@@ -350,7 +350,7 @@ def _child_command(folder: Path, steps: Sequence[Step], sections: Mapping[str, A
     configs = {step.stage: json.loads(_section_json(sections[step.stage])) for step in steps}
     (folder / "config.json").write_text(json.dumps(configs))
     return [sys.executable, "-m", "corpusmill.transforms.warmup", "--folder", str(folder),
-            *(step.name for step in steps)]
+            "--parent", str(os.getpid()), *(step.name for step in steps)]
 
 
 def _wait_in(warmup: Warmup, steps: Sequence[Step]) -> None:
@@ -393,9 +393,13 @@ def start(stages: Iterable[tuple[str, Any]], local: bool = True) -> Warmup | Non
         if not steps:
             return None
         folder = Path(tempfile.mkdtemp(prefix="corpusmill-warmup-"))
-        with open(folder / "stderr", "wb") as stderr:
-            process = subprocess.Popen(_child_command(folder, steps, sections), stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=stderr, close_fds=True)
+        try:
+            with open(folder / "stderr", "wb") as stderr:
+                process = subprocess.Popen(_child_command(folder, steps, sections), stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL, stderr=stderr, close_fds=True)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         warmup = Warmup(process, folder, steps)
         atexit.register(warmup.stop)
         _wait_in(warmup, steps)
@@ -430,11 +434,16 @@ def run_steps(names: Sequence[str], configs: Mapping[str, Mapping[str, Any]], fo
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compile corpusmill's numba kernels into numba's cache.")
     parser.add_argument("--folder", type=Path, help="where the job left config.json and reads progress")
+    parser.add_argument("--parent", type=int, help="the job's pid: if the job is gone (killed), remove --folder")
     parser.add_argument("steps", nargs="*", default=[step.name for step in STEPS if step.warm is not None],
                         help=f"steps to warm (default: all of {[s.name for s in STEPS if s.warm is not None]})")
     args = parser.parse_args(argv)
     configs = json.loads((args.folder / "config.json").read_text()) if args.folder else {}
-    run_steps(args.steps, configs, args.folder)
+    try:
+        run_steps(args.steps, configs, args.folder)
+    finally:
+        if args.folder and args.parent and os.getppid() != args.parent:  # no job left to clean up after us
+            shutil.rmtree(args.folder, ignore_errors=True)
     return 0
 
 

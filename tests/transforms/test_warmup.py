@@ -137,9 +137,13 @@ def test_a_failing_child_never_fails_the_job(no_markers, monkeypatch, restored_k
         raise OSError("no fork for you")
 
     monkeypatch.setattr(warmup.subprocess, "Popen", no_process)
+    made = []
+    real_mkdtemp = warmup.tempfile.mkdtemp
+    monkeypatch.setattr(warmup.tempfile, "mkdtemp", lambda **kwargs: made.append(real_mkdtemp(**kwargs)) or made[-1])
     with caplog.at_level("DEBUG", logger="corpusmill.warmup"):
         assert warmup.start(STAGES) is None
     assert "no fork for you" in caplog.text
+    assert made and not Path(made[0]).exists()  # nothing left behind in the temp folder
 
 
 # A job's process that records what numba compiles, then runs the CLI.
