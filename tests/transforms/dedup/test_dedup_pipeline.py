@@ -10,6 +10,7 @@ import datetime as dt
 import io
 import json
 import pickle
+import tempfile
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -34,8 +35,12 @@ NUM_SHARDS = 4
 SAMPLE = Path(__file__).resolve().parents[3] / "jobs" / "sample" / "linux-doc-sample.jsonl.zst"
 
 
+# The stage writes index/ into the staging folder: a temporary one, removed when the tests end.
+_STAGING = tempfile.TemporaryDirectory(prefix="corpusmill-dedup-test-")
+
+
 def context(num_shards: int, single_partition: bool = False) -> StageContext:
-    return StageContext(num_shards, single_partition, staging_dir="unused", parquet=ParquetOptions())
+    return StageContext(num_shards, single_partition, staging_dir=_STAGING.name, parquet=ParquetOptions())
 
 
 def sample_records() -> list[dict]:
