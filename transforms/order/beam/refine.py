@@ -21,6 +21,7 @@ import apache_beam as beam
 import numpy as np
 
 from corpusmill.transforms.common import shard_of_keys, split_by
+from corpusmill.transforms.dedup.components import min_label_per_node
 from corpusmill.transforms.dedup.beam.components import ConnectedComponents
 from corpusmill.transforms.order import partitions
 from corpusmill.transforms.order.beam.lookup import LookupByKey, Owned, lookup
@@ -49,15 +50,11 @@ def nearest_edges(element):
 
 
 def _smallest_label(labelled: list) -> tuple[np.ndarray, np.ndarray]:
+    """The nodes of one shard's component labels, each with its smallest label (a node may come twice)."""
     if not labelled:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    nodes = np.concatenate([n for n, _ in labelled])
-    labels = np.concatenate([lab for _, lab in labelled])
-    order = np.lexsort((labels, nodes))  # a node may come twice: its smallest label
-    nodes, labels = nodes[order], labels[order]
-    first = np.ones(nodes.size, dtype=bool)
-    first[1:] = nodes[1:] != nodes[:-1]
-    return nodes[first], labels[first]
+    return min_label_per_node(np.concatenate([n for n, _ in labelled]),
+                                         np.concatenate([lab for _, lab in labelled]))
 
 
 def route_to_groups(element, num_shards: int):

@@ -21,6 +21,7 @@ import pyarrow as pa
 from corpusmill.schemas.config import SemanticDedupConfig
 from corpusmill.schemas.documents import DUPLICATE_SCHEMA, DuplicateKind
 from corpusmill.transforms.common import shard_of_keys, split_by
+from corpusmill.transforms.dedup.components import min_label_per_node
 from corpusmill.transforms.dedup.beam.components import ConnectedComponents
 from corpusmill.transforms.dedup.keep_policy import NO_TIMESTAMP, choose_representatives
 from corpusmill.transforms.order.beam.lookup import LookupByKey, Owned, lookup
@@ -44,13 +45,9 @@ def _members(element, num_shards: int):
     labelled = list(grouped["labels"])
     if not labelled:
         return
-    nodes = np.concatenate([n for n, _ in labelled])
-    labels = np.concatenate([lab for _, lab in labelled])
-    order = np.lexsort((labels, nodes))  # a node may come twice: its smallest label
-    nodes, labels = nodes[order], labels[order]
-    first = np.ones(nodes.size, dtype=bool)
-    first[1:] = nodes[1:] != nodes[:-1]
-    nodes, labels = nodes[first], labels[first]
+    # A node may come twice: its smallest label.
+    nodes, labels = min_label_per_node(np.concatenate([n for n, _ in labelled]),
+                                                  np.concatenate([lab for _, lab in labelled]))
     for shard in grouped["embedded"]:
         sorter = np.argsort(shard.keys, kind="stable")
         at = sorter[np.searchsorted(shard.keys, nodes, sorter=sorter)]
