@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -41,6 +40,7 @@ import zstandard
 from corpusmill.jobs.linux_doc_packages import collect_documents
 from corpusmill.schemas.config import DedupConfig
 from corpusmill.transforms.dedup.audit import check_snapshot_chain
+from corpusmill.transforms.io.beam.snapshot import manifest_shards
 
 HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "corpusmill.jobs.cli"]
@@ -83,15 +83,8 @@ def rows(out: Path, output: str, columns: list[str]) -> list[dict]:
 
 
 def parquet_digests(out: Path) -> dict[str, str]:
-    digests = {}
-    for folder, _, files in os.walk(out, followlinks=True):
-        if "/." in folder[len(str(out)):]:
-            continue
-        for name in files:
-            if name.endswith(".parquet"):
-                path = Path(folder) / name
-                digests[str(path.relative_to(out))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return dict(sorted(digests.items()))
+    """Every shard's sha256 as the manifest lists it (publishing verified each against the file)."""
+    return {shard["path"]: shard["sha256"] for shard in manifest_shards(manifest(out))}
 
 
 def audit(kept_dirs: list[Path], removed: list[tuple[str, str]]) -> dict:

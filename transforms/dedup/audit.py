@@ -55,8 +55,11 @@ def near_pairs(texts: Sequence[str], config: DedupConfig, threshold: float | Non
     Returns:
         ``(left, right, jaccard)``, sorted by ``(left, right)``.
     """
-    threshold = config.threshold if threshold is None else threshold
     normalized = normalize_array(pa.array(list(texts), pa.large_string()), config.normalize)
+    return _near_pairs(normalized, config, config.threshold if threshold is None else threshold)
+
+
+def _near_pairs(normalized: pa.LargeStringArray, config: DedupConfig, threshold: float):
     params = minhash.MinHashParams(AUDIT_BANDS * AUDIT_ROWS, config.ngram, AUDIT_SEED, config.scheme)
     signatures, (values, offsets) = minhash.signatures_and_shingle_sets(normalized, params)
     usable = np.flatnonzero(np.diff(offsets) > 0)
@@ -92,8 +95,9 @@ def check_snapshot_chain(kept: Sequence[tuple[str, str]], removed: Sequence[tupl
     """
     ids = [doc_id for doc_id, _ in kept] + [doc_id for doc_id, _ in removed]
     texts = [text for _, text in kept] + [text for _, text in removed]
-    normalized = normalize_array(pa.array(texts, pa.large_string()), config.normalize).to_pylist()
-    left, right, jaccard = near_pairs(texts, config)
+    normalized = normalize_array(pa.array(texts, pa.large_string()), config.normalize)
+    left, right, jaccard = _near_pairs(normalized, config, config.threshold)
+    normalized = normalized.to_pylist()
     n_kept = len(kept)
     kept_pairs = [(ids[i], ids[j], round(float(s), 4)) for i, j, s in zip(left, right, jaccard)
                   if i < n_kept and j < n_kept]

@@ -137,10 +137,10 @@ class _IndexDoFn(beam.DoFn):
         if grouped["shingle_sets"]:
             pieces = sorted(grouped["shingle_sets"], key=lambda piece: int(piece[0][0]))
             sets = lsh.csr_concat([(piece[1], piece[2]) for piece in pieces])
-        dropped = {doc_id for ids, _ in grouped["drops"] for doc_id in ids.tolist()}
-        kept = np.fromiter((doc_id not in dropped for doc_id in features["id"].tolist()), dtype=bool,
-                           count=features["id"].shape[0])
-        keep = features["published"] | kept
+        drop_ids = [doc_id for ids, _ in grouped["drops"] for doc_id in ids.tolist()]
+        dropped = pc.is_in(pa.array(features["id"].tolist(), pa.string()),
+                           value_set=pa.array(drop_ids, pa.string())).to_numpy(zero_copy_only=False)
+        keep = features["published"] | ~dropped
         yield shard, index_lib.index_table(features, sets, keep)
 
 
