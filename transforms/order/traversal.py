@@ -153,37 +153,35 @@ def undirected_adjacency(neighbors: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 @numba.njit(cache=True)
-def _nb_heap_push(heap, size, key):
-    i = size
-    heap[i] = key
+def _nb_sift_up(heap, pos, key, i):
+    node = heap[i]
     while i > 0:
         parent = (i - 1) >> 1
-        if heap[parent] <= key:
+        if key[heap[parent]] <= key[node]:
             break
         heap[i] = heap[parent]
+        pos[heap[i]] = i
         i = parent
-    heap[i] = key
-    return size + 1
+    heap[i] = node
+    pos[node] = i
 
 
 @numba.njit(cache=True)
-def _nb_heap_pop(heap, size):
-    top = heap[0]
-    size -= 1
-    last = heap[size]
-    i = 0
+def _nb_sift_down(heap, pos, key, i, size):
+    node = heap[i]
     while True:
         child = 2 * i + 1
         if child >= size:
             break
-        if child + 1 < size and heap[child + 1] < heap[child]:
+        if child + 1 < size and key[heap[child + 1]] < key[heap[child]]:
             child += 1
-        if heap[child] >= last:
+        if key[heap[child]] >= key[node]:
             break
         heap[i] = heap[child]
+        pos[heap[i]] = i
         i = child
-    heap[i] = last
-    return top, size
+    heap[i] = node
+    pos[node] = i
 
 
 @numba.njit(cache=True)
@@ -203,17 +201,20 @@ def _nb_best_unvisited(neighbors, scores, rank, visited, current):
 @numba.njit(cache=True)
 def _nb_paper_walk(neighbors, scores, rank, indptr, adjacency, remaining):
     n = neighbors.shape[0]
-    node_of_rank = np.empty(n, dtype=np.int64)
-    degree = np.empty(n, dtype=np.int64)
+    # An indexed min-heap of documents by key = degree * n + rank (unique), one
+    # entry a document: a degree decrement sifts the document up in place, so the
+    # heap never outgrows n and a decrement by one mostly moves it a level or none.
+    # Visited documents stay in it until popped, and are then skipped.
+    key = np.empty(n, dtype=np.int64)
+    heap = np.empty(n, dtype=np.int64)
+    pos = np.empty(n, dtype=np.int64)
     for i in range(n):
-        node_of_rank[rank[i]] = i
-        degree[i] = indptr[i + 1] - indptr[i]
-    # Min-heap of degree * n + rank. A decrement pushes a fresh entry; stale
-    # ones (visited, or degree since lowered) are skipped when popped.
-    heap = np.empty(n + (adjacency.shape[0] if remaining else 0), dtype=np.int64)
-    size = 0
-    for r in range(n):
-        size = _nb_heap_push(heap, size, degree[node_of_rank[r]] * n + r)
+        key[i] = (indptr[i + 1] - indptr[i]) * n + rank[i]
+        heap[i] = i
+        pos[i] = i
+    for i in range(n // 2 - 1, -1, -1):
+        _nb_sift_down(heap, pos, key, i, n)
+    size = n
     visited = np.zeros(n, dtype=np.bool_)
     order = np.empty(n, dtype=np.int64)
     starts = np.empty(n, dtype=np.int64)
@@ -221,9 +222,13 @@ def _nb_paper_walk(neighbors, scores, rank, indptr, adjacency, remaining):
     paths = 0
     while filled < n:
         while True:
-            key, size = _nb_heap_pop(heap, size)
-            current = node_of_rank[key % n]
-            if not visited[current] and degree[current] == key // n:
+            current = heap[0]
+            size -= 1
+            if size > 0:
+                heap[0] = heap[size]
+                pos[heap[0]] = 0
+                _nb_sift_down(heap, pos, key, 0, size)
+            if not visited[current]:
                 break
         starts[paths] = filled
         paths += 1
@@ -235,8 +240,8 @@ def _nb_paper_walk(neighbors, scores, rank, indptr, adjacency, remaining):
                 for t in range(indptr[current], indptr[current + 1]):
                     v = adjacency[t]
                     if not visited[v]:
-                        degree[v] -= 1
-                        size = _nb_heap_push(heap, size, degree[v] * n + rank[v])
+                        key[v] -= n
+                        _nb_sift_up(heap, pos, key, pos[v])
             current = _nb_best_unvisited(neighbors, scores, rank, visited, current)
     return order, starts[:paths].copy()
 
@@ -245,8 +250,8 @@ def paper_order(neighbors: np.ndarray, scores: np.ndarray, keys: np.ndarray | No
                 degree: str = "remaining") -> Traversal:
     """Algorithm 1 of the paper on a kNN graph (module docstring).
 
-    Time O(n k log n) at most: one pass over the lists, one heap entry per
-    document and per degree decrement.
+    Time O(n k log n) at most, memory O(n k): one pass over the lists, an
+    indexed heap of one entry per document, a sift up per degree decrement.
 
     Args:
         neighbors: int64 (n, k) row indices, -1 padded; any order, repeats
