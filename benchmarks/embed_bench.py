@@ -15,7 +15,12 @@ cycled to ``--docs``; nothing caches a text, so repeats cost what new texts do).
   ``BatchTokenizer`` with 1..N threads, and the Rust encoder alone on cut texts;
 * ``embedder``: ``SentenceTransformerEmbedder.embed`` end to end, the class the
   order stage uses, per batch size; its producer alone (host side, no model);
-  and (``threads``) fewer tokenizer threads or the library's pool left on;
+  and (``threads``) tokenizing on threads, or with other worker counts;
+* ``interleaved``: the ratio to the model alone taken round by round (``--rounds``):
+  the model alone and the embedder with cores - 1 and with cores tokenizer
+  processes, built and warmed up once, then run once each per round in a
+  rotating order, so a slow stretch of a shared host falls on all three; the
+  ratio is the median of the rounds' ratios;
 * the embedder's and encode's vectors for the first ``--subset`` distinct texts,
   saved for ``compare``.
 
@@ -201,7 +206,7 @@ class Measurement:
     def run(self) -> dict:
         """Most telling figures first, so that a spent time budget skips the least."""
         steps = {"encode": self.encode, "model_only": self.model_only_encode_batches, "embedder": self.embedder,
-                 "tokenize": self.tokenize, "threads": self.embedder_threads}
+                 "tokenize": self.tokenize, "threads": self.embedder_threads, "interleaved": self.interleaved}
         for name in self.args.sections.split(","):
             steps[name]()
         self.save()
@@ -364,13 +369,61 @@ class Measurement:
                                 f"producer alone, batch {size}, {cores} threads", lambda: self.produce_all(embedder),
                                 len(self.texts), sync=False)
                 embedder.close()
-        for processes in sorted({cores // 2, 3 * cores // 4, cores} - {0, cores - 1}):
+        for processes in sorted({cores // 2, 3 * cores // 4, cores - 1} - {0, cores}):
             if self.deadline.allows(f"embedder processes {processes}"):
                 embedder = self.new_embedder(size, tokenizer_processes=processes)
                 self.record(self.results["embedder_threads"], f"{processes} processes",
                             f"embedder, batch {size}, {processes} tokenizer processes",
                             lambda: embedder.embed(self.texts), len(self.texts))
                 embedder.close()
+
+
+    def interleaved(self) -> None:
+        """The ratio taken round by round: in each round the model alone and the embedder with cores - 1 and
+        with cores tokenizer processes run once each, in a rotating order, so that a slow stretch of a shared
+        host falls on all of them; the ratio is the median of the rounds' ratios."""
+        size = self.args.threads_batch_size
+        cores = self.transformer.available_cores()
+        if not self.deadline.allows("interleaved rounds"):
+            return
+        embedders = {f"{n} processes": self.new_embedder(size, tokenizer_processes=n)
+                     for n in sorted({cores - 1, cores} - {0})}
+        batches = self.embedder_batches(next(iter(embedders.values())))
+        runs: dict[str, Callable[[], Any]] = {"model alone": lambda: self.forward_all(batches)}
+        runs.update({label: (lambda e=e: e.embed(self.texts)) for label, e in embedders.items()})
+        for run in runs.values():  # warm-up
+            run()
+            self.sync()
+        seconds: dict[str, list[float]] = {label: [] for label in runs}
+        labels = list(runs)
+        for round_ in range(self.args.rounds):
+            if not self.deadline.allows(f"interleaved round {round_ + 1}"):
+                break
+            for label in labels[round_ % len(labels):] + labels[:round_ % len(labels)]:
+                self.sync()
+                start = time.perf_counter()
+                runs[label]()
+                self.sync()
+                seconds[label].append(round(time.perf_counter() - start, 4))
+        docs = len(self.texts)
+        section = {"batch_size": size, "docs": docs, "seconds": seconds,
+                   "docs_per_s": {label: round(docs / statistics.median(s), 1) for label, s in seconds.items() if s},
+                   "ratio": {}}
+        model = seconds["model alone"]
+        for label in embedders:
+            ratios = [m / e for m, e in zip(model, seconds[label])]
+            if ratios:
+                section["ratio"][label] = {"per_round": [round(r, 3) for r in ratios],
+                                           "median": round(statistics.median(ratios), 3)}
+        self.results["interleaved"] = section
+        for label, rate in section["docs_per_s"].items():
+            extra = f"  ratio median {section['ratio'][label]['median']}" if label in section["ratio"] else ""
+            print(f"interleaved, batch {size}, {label:<24} {rate:>10,.0f} docs/s  runs {seconds[label]}{extra}",
+                  flush=True)
+        del batches
+        for embedder in embedders.values():
+            embedder.close()
+        self.save()
 
 
 @contextlib.contextmanager
@@ -592,6 +645,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--baseline-batch-sizes", default="256,1024")
     run.add_argument("--threads-batch-size", type=int, default=1024)
     run.add_argument("--repeats", type=int, default=3)
+    run.add_argument("--rounds", type=int, default=7, help="rounds of the interleaved section")
     run.add_argument("--subset", type=int, default=1000)
     run.add_argument("--save-subset", help="folder for the subset's vectors (for compare)")
     run.add_argument("--sections", default="encode,model_only,embedder,tokenize,threads",

@@ -22,7 +22,7 @@ model, is the bottleneck:
 * The model's fast (Rust) tokenizer encodes a window of texts at a time, split
   into shards. On cuda (with 4 cores or more) the shards go to
   ``tokenizer_processes`` worker processes (``text_batches.ProcessTokenizer``,
-  one fewer than the cores), each with its own GIL: taking a text's ids out of
+  one a core), each with its own GIL: taking a text's ids out of
   the library as Python ints holds the GIL, and on threads of one process that
   work, serialised, and the thread that launches the model slowed each other.
   Workers are ``spawn``ed, so a script that builds a cuda embedder needs its
@@ -171,8 +171,11 @@ class SentenceTransformerEmbedder:
                 (see the module docstring).
             tokenizer_processes: Worker processes that tokenize (see the module
                 docstring); 0 tokenizes on threads of this process instead. None:
-                on cuda with at least 4 cores, one fewer than the cores (the
-                remaining one pads and launches the model); else 0.
+                on cuda with at least 4 cores, one a core; else 0. This process's
+                threads, which pad and launch the model, mostly wait on pipes and
+                the GPU: on 16 cores, measured round by round against the model
+                alone, 16 workers fed the GPU at least as fast as 15 in each of
+                three device runs (benchmarks/results/embed_bench.md).
         """
         import torch
         from sentence_transformers import SentenceTransformer
@@ -201,7 +204,7 @@ class SentenceTransformerEmbedder:
         cores = available_cores()
         if tokenizer_processes is None:
             cuda = self.device.startswith("cuda")
-            tokenizer_processes = cores - 1 if cuda and cores >= MIN_CORES_FOR_PROCESSES else 0
+            tokenizer_processes = cores if cuda and cores >= MIN_CORES_FOR_PROCESSES else 0
         self._pipeline = self._pipelined_inputs(tokenizer_threads or cores, tokenizer_processes)
         if self._pipeline is not None and not self.tokenizer_processes:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
