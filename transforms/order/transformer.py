@@ -175,7 +175,7 @@ class SentenceTransformerEmbedder:
                 threads, which pad and launch the model, mostly wait on pipes and
                 the GPU: on 16 cores, measured round by round against the model
                 alone, 16 workers fed the GPU at least as fast as 15 in each of
-                three device runs (benchmarks/results/embed_bench.md).
+                four device runs (benchmarks/results/embed_bench.md).
         """
         import torch
         from sentence_transformers import SentenceTransformer
