@@ -91,7 +91,7 @@ def fractional_two_matching(n: int, u: np.ndarray, v: np.ndarray, w: np.ndarray)
     duals = -np.asarray(result.ineqlin.marginals)  # >= 0 for the maximisation
     x = result.x
     return {"value": float(-result.fun), "y": np.maximum(duals[:n], 0.0), "t": max(float(duals[n]), 0.0),
-            "integral_edges": int(np.sum(x > 1 - 1e-9)), "fractional_edges": int(np.sum((x > 1e-9) & (x < 1 - 1e-9)))}
+            "fractional_edges": int(np.sum((x > 1e-9) & (x < 1 - 1e-9)))}
 
 
 def certified_bound(matrix, y: np.ndarray, t: float, candidates: np.ndarray,
